@@ -144,3 +144,12 @@ register(
     _config_check_arguments,
     _config_check,
 )
+
+
+def _register_operational_commands() -> None:
+    from callback_ari.commands import register_all
+
+    register_all()
+
+
+_register_operational_commands()

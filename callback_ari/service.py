@@ -1,0 +1,424 @@
+"""The running service: wires config, store, ARI, AMI, the queue watcher and the flows together.
+
+Event routing lives here and nowhere else: ARI events go to the offer session or dial attempt
+that owns their channel; AMI events feed the watcher, whose signals wake the dispatcher and the
+withdraw loop. After every reconnect the service resynchronises (ARI: channels still in our
+app; AMI: a QueueStatus snapshot), because Asterisk drops events while a link is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from callback_ari import api, policy
+from callback_ari import ari_events as ev
+from callback_ari.agi import AgiServer
+from callback_ari.ami import AmiClient
+from callback_ari.ami_protocol import AmiMessage
+from callback_ari.ari import AriClient
+from callback_ari.clock import Clock, SystemClock
+from callback_ari.config import Config
+from callback_ari.dispatcher import Dispatcher
+from callback_ari.errors import AmiError, AriError, NumberRejected, StoreError
+from callback_ari.hours import BusinessHours
+from callback_ari.intake import OfferEntry, number_validator
+from callback_ari.metrics import Metrics
+from callback_ari.models import State
+from callback_ari.offer_ari import OfferSession
+from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.watcher import QueueCaller, QueueWatcher
+
+log = structlog.get_logger(__name__)
+
+GAUGE_INTERVAL_S = 5.0
+NO_REOFFER_LIMIT = 10_000  # channels that declined; bounded so memory stays flat
+
+
+class Service:
+    """One callback-ari instance. ``await Service(config).run()`` until cancelled."""
+
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.owner = config.general.instance_id
+        self.store: CallbackStore | None = None
+        self.ari: AriClient | None = None
+        self.ami: AmiClient | None = None
+        self.watcher = QueueWatcher(config.queues, self.clock)
+        self.dispatcher: Dispatcher | None = None
+        self.sessions: dict[str, OfferSession] = {}
+        self.started = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._hours = {
+            n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
+        }
+        self._withdrawn: dict[str, float] = {}  # caller uniqueid -> when we asked (no repeats)
+        self._no_reoffer: dict[str, None] = {}  # caller uniqueids that declined an offer
+        self._pending_counts: dict[str, int] = {}
+        self._store_ok = False
+        self._withdraw_wake = asyncio.Event()
+        self.http_ready = asyncio.Event()
+        self.agi: AgiServer | None = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect everything and serve until cancelled; raises on fatal errors."""
+        cfg = self.config
+        redis = connect_redis(
+            cfg.redis.url, sentinel_master=cfg.redis.sentinel_master, sentinels=cfg.redis.sentinels
+        )
+        try:
+            self.store = CallbackStore(
+                redis,
+                prefix=cfg.redis.prefix,
+                clock=self.clock,
+                audit_maxlen=cfg.redis.audit_maxlen,
+            )
+            await self.store.ping()
+            self._store_ok = True
+            async with AriClient(
+                cfg.ari.url,
+                cfg.ari.username,
+                cfg.ari.password,
+                cfg.general.app,
+                verify_tls=cfg.ari.verify_tls,
+            ) as ari:
+                self.ari = ari
+                self.ami = AmiClient(
+                    cfg.ami.host,
+                    cfg.ami.port,
+                    cfg.ami.username,
+                    cfg.ami.secret,
+                    ping_interval=cfg.ami.ping_interval,
+                    ping_timeout=cfg.ami.ping_timeout,
+                )
+                self.dispatcher = Dispatcher(
+                    config=cfg,
+                    store=self.store,
+                    ari=ari,
+                    watcher=self.watcher,
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    owner=self.owner,
+                )
+                self.watcher.on_member_ready(self.dispatcher.member_ready)
+                self.watcher.on_caller_join(self._caller_joined)
+                async with asyncio.TaskGroup() as tg:
+                    self._tg = tg
+                    tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
+                    tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
+                    tg.create_task(self.watcher.run())
+                    tg.create_task(self.dispatcher.run())
+                    tg.create_task(self._withdraw_loop())
+                    tg.create_task(self._gauge_loop())
+                    for extra in self.extra_tasks():
+                        tg.create_task(extra)
+                    self.started.set()
+                    log.info("service.started", instance=self.owner, queues=list(cfg.queues))
+        finally:
+            self._tg = None
+            if self.ami is not None:
+                await self.ami.aclose()
+            await redis.aclose()
+
+    def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        """Servers that share the service's life: the HTTP API and the FastAGI front end."""
+        assert self.store is not None
+        cfg = self.config
+        tasks: list[Coroutine[Any, Any, None]] = []
+        if cfg.http.enabled:
+            app = api.create_app(
+                store=self.store,
+                config=cfg,
+                metrics=self.metrics,
+                readiness=self.readiness,
+                clock=self.clock,
+                status=self.status,
+            )
+            tasks.append(api.serve(app, cfg.http.bind, cfg.http.port, listening=self.http_ready))
+        if cfg.agi.enabled:
+            self.agi = AgiServer(
+                store=self.store,
+                config=cfg,
+                metrics=self.metrics,
+                clock=self.clock,
+                wait_estimate=lambda queue: self.watcher.estimated_wait_s(queue, 1),
+            )
+            tasks.append(self.agi.serve(cfg.agi.bind, cfg.agi.port))
+        return tasks
+
+    async def status(self) -> api.StatusDoc:
+        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
+        assert self.store is not None
+        return await api.build_status(
+            self.store,
+            self.config,
+            self.clock,
+            watcher_view=api.watcher_view_of(self.watcher, self.clock),
+            in_flight=self.dispatcher.in_flight if self.dispatcher else (lambda _q: 0),
+            links=self.readiness(),
+        )
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz reports: each link's state."""
+        return {
+            "redis": self._store_ok,
+            "ari": bool(self.ari is not None and self.ari.connected),
+            "ami": bool(self.ami is not None and self.ami.connected),
+        }
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Start a task owned by the service's task group."""
+        if self._tg is None:
+            coro.close()
+            raise RuntimeError("service is not running")
+        self._tg.create_task(coro, name=name)
+
+    # --- ARI --------------------------------------------------------------------------
+
+    def _on_ari_event(self, event: ev.AriEvent) -> None:
+        assert self.dispatcher is not None
+        if isinstance(event, ev.StasisStart):
+            self._stasis_start(event)
+            return
+        if self.dispatcher.handle_event(event):
+            return
+        channel_id = event.channel_id
+        session = self.sessions.get(channel_id) if channel_id else None
+        if session is not None:
+            session.feed(event)
+
+    def _stasis_start(self, event: ev.StasisStart) -> None:
+        assert self.dispatcher is not None
+        channel = event.channel
+        if self.dispatcher.handle_event(event):
+            return
+        args = tuple(event.args)
+        if args[:1] == ("callback",):
+            # A callback channel whose attempt is not ours (a crashed run): never leave it open.
+            log.warning("callback.orphan_channel", channel_id=channel.id)
+            self.spawn(self._hangup_quietly(channel.id), name=f"orphan:{channel.id}")
+            return
+        entry = OfferEntry.from_args(args, self.clock.now_ms())
+        if entry is None or entry.queue not in self.config.queues:
+            log.warning("offer.unknown_entry", channel_id=channel.id, args=list(args))
+            self.spawn(self._hangup_quietly(channel.id), name=f"unknown:{channel.id}")
+            return
+        self._start_offer(channel, entry)
+
+    def _start_offer(self, channel: ev.ChannelInfo, entry: OfferEntry) -> None:
+        assert self.ari is not None and self.store is not None
+        q = self.config.queues[entry.queue]
+        session = OfferSession(
+            ari=self.ari,
+            store=self.store,
+            queue=q,
+            channel=channel,
+            entry=entry,
+            clock=self.clock,
+            metrics=self.metrics,
+            dialogue_timeout=self.config.general.dialogue_timeout,
+            wait_estimate=lambda: self.watcher.estimated_wait_s(entry.queue, 1),
+        )
+        self.sessions[channel.id] = session
+        self.spawn(self._run_offer(session, entry), name=f"offer:{channel.id}")
+
+    async def _run_offer(self, session: OfferSession, entry: OfferEntry) -> None:
+        try:
+            if not self._offer_open(entry.queue):
+                log.info("offer.closed", queue=entry.queue, channel_id=session.channel_id)
+                await session.return_without_offer("closed")
+                return
+            result = await session.run()
+            if result.startswith("continued:"):
+                self._remember_declined(session.channel_id)
+        except asyncio.CancelledError:
+            # Shutting down: nobody is left in a dead dialogue; back to the queue they go.
+            await asyncio.shield(session.return_without_offer("shutdown"))
+            raise
+        finally:
+            self.sessions.pop(session.channel_id, None)
+
+    def _offer_open(self, queue: str) -> bool:
+        q = self.config.queues[queue]
+        return policy.offer_open(
+            open_now=q.enabled and self._hours[queue].is_open(self.clock.now_ms()),
+            pending=self._pending_counts.get(queue, 0),
+            max_pending=q.max_pending,
+            store_ok=self._store_ok,
+        )
+
+    async def _on_ari_connect(self) -> None:
+        """Resync after (re)connecting: Asterisk sent nothing while we were away."""
+        assert self.ari is not None and self.dispatcher is not None
+        self.metrics.connected.labels("ari").set(1)
+        try:
+            channels = await self.ari.list_channels()
+        except AriError as exc:
+            log.warning("ari.resync_failed", error=str(exc))
+            return
+        live = {c.id for c in channels}
+        for session in list(self.sessions.values()):
+            await session.resync()
+        await self.dispatcher.resync(live)
+        app_prefix = f"{self.config.general.app},"
+        for channel in channels:
+            if channel.id in self.sessions or self.dispatcher.owns_channel(channel.id):
+                continue
+            if channel.app_name != "Stasis" or not channel.app_data.startswith(app_prefix):
+                continue
+            args = channel.app_data[len(app_prefix) :].split(",")
+            entry = OfferEntry.from_args(args, self.clock.now_ms())
+            if entry is not None and entry.queue in self.config.queues:
+                # We lost this caller's dialogue (restart): start it again from the offer.
+                log.info("offer.resumed", channel_id=channel.id, queue=entry.queue)
+                self._start_offer(channel, entry)
+            else:
+                log.warning("ari.orphan_channel", channel_id=channel.id)
+                self.spawn(self._hangup_quietly(channel.id), name=f"orphan:{channel.id}")
+        log.info("ari.resynced", channels=len(live), sessions=len(self.sessions))
+
+    async def _hangup_quietly(self, channel_id: str) -> None:
+        assert self.ari is not None
+        with contextlib.suppress(AriError):
+            await self.ari.hangup(channel_id)
+
+    # --- AMI --------------------------------------------------------------------------
+
+    def _on_ami_event(self, message: AmiMessage) -> None:
+        self.watcher.apply(message)
+        self._withdraw_wake.set()
+
+    async def _on_ami_connect(self) -> None:
+        assert self.ami is not None and self.dispatcher is not None
+        self.metrics.connected.labels("ami").set(1)
+        snapshot = await self.ami.queue_status()
+        self.watcher.load_snapshot(snapshot)
+        log.info("ami.resynced", queues=len(self.config.queues))
+        self.dispatcher.wake()
+        self._withdraw_wake.set()
+
+    def _caller_joined(self, queue: str, caller: QueueCaller) -> None:
+        """A caller joined a queue: cancel their pending callback if they called again."""
+        q = self.config.queues.get(queue)
+        if q is None or q.on_recall != "cancel" or not caller.caller_number:
+            return
+        if self.dispatcher is not None and self.dispatcher.owns_channel(caller.uniqueid):
+            return
+        self.spawn(self._cancel_on_recall(queue, caller), name=f"recall:{caller.uniqueid}")
+
+    async def _cancel_on_recall(self, queue: str, caller: QueueCaller) -> None:
+        assert self.store is not None
+        q = self.config.queues[queue]
+        try:
+            number = number_validator(q)(caller.caller_number)
+            existing = await self.store.find_live(queue, number)
+            if existing is None or existing.state is State.DIALING:
+                return  # a dialing callback's own customer joining the queue is not a re-call
+            await self.store.cancel(existing.id, reason="recalled")
+        except (NumberRejected, StoreError):
+            return
+        log.info("callback.cancelled_on_recall", callback_id=existing.id, queue=queue)
+
+    # --- service-initiated offers (QueueWithdrawCaller) ---------------------------------
+
+    async def _withdraw_loop(self) -> None:
+        """Pull callers out for an offer when their hold or the estimated wait passes a threshold.
+
+        Sleeps exactly until the next caller crosses a threshold, or until the queue changes.
+        """
+        while True:
+            next_due = await self._withdraw_pass()
+            timeout = None if next_due is None else max(0.05, next_due)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._withdraw_wake.wait()
+            self._withdraw_wake.clear()
+
+    async def _withdraw_pass(self) -> float | None:
+        """Withdraw every caller due an offer; returns seconds until the next one is due."""
+        now_ms = self.clock.now_ms()
+        soonest: float | None = None
+        for name, q in self.config.queues.items():
+            if not q.withdraw or self.ami is None or not self.ami.connected:
+                continue
+            if not self._offer_open(name):
+                continue
+            for caller in self.watcher.callers(name):
+                if caller.uniqueid in self._withdrawn or caller.uniqueid in self._no_reoffer:
+                    continue
+                hold_s = (now_ms - caller.join_time_ms) / 1000
+                est = self.watcher.estimated_wait_s(name, caller.position)
+                if policy.should_offer(
+                    hold_s=hold_s,
+                    est_wait_s=est,
+                    offer_threshold=q.offer_threshold,
+                    offer_on_estimated_wait=q.offer_on_estimated_wait,
+                    open_now=True,
+                    pending=self._pending_counts.get(name, 0),
+                    max_pending=q.max_pending,
+                    store_ok=self._store_ok,
+                ):
+                    await self._withdraw(name, caller)
+                elif q.offer_threshold > 0:
+                    wait = q.offer_threshold - hold_s
+                    soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    async def _withdraw(self, queue: str, caller: QueueCaller) -> None:
+        assert self.ami is not None
+        self._withdrawn[caller.uniqueid] = self.clock.now_ms() / 1000
+        try:
+            await self.ami.queue_withdraw_caller(queue, caller.channel, "callback-ari")
+        except AmiError as exc:
+            log.info("offer.withdraw_failed", queue=queue, channel=caller.channel, error=str(exc))
+            return
+        log.info("offer.withdraw", queue=queue, channel=caller.channel)
+
+    def _remember_declined(self, channel_id: str) -> None:
+        self._no_reoffer[channel_id] = None
+        while len(self._no_reoffer) > NO_REOFFER_LIMIT:
+            del self._no_reoffer[next(iter(self._no_reoffer))]
+
+    # --- gauges -----------------------------------------------------------------------
+
+    async def _gauge_loop(self) -> None:
+        """Refresh gauges and the pending-cap cache; also tells whether Redis answers."""
+        while True:
+            await self.refresh_gauges()
+            await asyncio.sleep(GAUGE_INTERVAL_S)
+
+    async def refresh_gauges(self) -> None:
+        assert self.store is not None
+        try:
+            counts = await self.store.counts()
+            self._store_ok = True
+            self.metrics.connected.labels("redis").set(1)
+        except StoreError:
+            self._store_ok = False
+            self.metrics.connected.labels("redis").set(0)
+            return
+        for name in self.config.queues:
+            per_state = counts.get(name, {})
+            self._pending_counts[name] = sum(per_state.get(s.value, 0) for s in State if s.is_live)
+            for state in State:
+                self.metrics.pending.labels(name, state.value).set(per_state.get(state.value, 0))
+            self.metrics.ready_members.labels(name).set(self.watcher.ready_members(name))
+            callers = self.watcher.callers(name)
+            self.metrics.callers_holding.labels(name).set(len(callers))
+            oldest = self.watcher.oldest_join_ms(name)
+            longest = 0.0 if oldest is None else (self.clock.now_ms() - oldest) / 1000
+            self.metrics.longest_hold.labels(name).set(longest)
+            if self.dispatcher is not None:
+                self.metrics.in_flight.labels(name).set(self.dispatcher.in_flight(name))
+        self.metrics.connected.labels("ari").set(int(bool(self.ari and self.ari.connected)))
+        self.metrics.connected.labels("ami").set(int(bool(self.ami and self.ami.connected)))
