@@ -85,6 +85,7 @@ async def store_request(
     join_time_ms: int,
     origin: Origin,
     next_attempt_ms: int = 0,
+    position: int = 0,
 ) -> tuple[Callback, bool]:
     """Validate (again: never trust a front end) and store; returns (callback, created).
 
@@ -99,6 +100,7 @@ async def store_request(
         join_time_ms=join_time_ms,
         origin=origin,
         next_attempt_ms=next_attempt_ms,
+        position=position,
     )
     if created:
         metrics.stored.labels(q.name, origin.value).inc()
@@ -138,6 +140,7 @@ async def store_from_dialogue(
             source_channel=source_channel,
             join_time_ms=entry.join_time_ms,
             origin=origin,
+            position=entry.position,
         )
     except NumberRejected as exc:
         log.error("offer.unsafe_number", queue=q.name, reason=exc.reason)
