@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Coroutine
 from typing import Any
 
@@ -52,7 +53,9 @@ class Service:
         self.store: CallbackStore | None = None
         self.ari: AriClient | None = None
         self.ami: AmiClient | None = None
-        self.watcher = QueueWatcher(config.queues, self.clock)
+        self.watcher = QueueWatcher(
+            config.queues, self.clock, wrapup_s={n: q.wrapup_time for n, q in config.queues.items()}
+        )
         self.dispatcher: Dispatcher | None = None
         self.sessions: dict[str, OfferSession] = {}
         self.started = asyncio.Event()
@@ -66,6 +69,8 @@ class Service:
         self._store_ok = False
         self._withdraw_wake = asyncio.Event()
         self.http_ready = asyncio.Event()
+        self._ari_connects = 0
+        self._ami_connects = 0
         self.agi: AgiServer | None = None
 
     # --- life cycle -------------------------------------------------------------------
@@ -100,6 +105,7 @@ class Service:
                     cfg.ami.secret,
                     ping_interval=cfg.ami.ping_interval,
                     ping_timeout=cfg.ami.ping_timeout,
+                    ssl=ssl.create_default_context() if cfg.ami.tls else None,
                 )
                 self.dispatcher = Dispatcher(
                     config=cfg,
@@ -120,6 +126,7 @@ class Service:
                     tg.create_task(self.dispatcher.run())
                     tg.create_task(self._withdraw_loop())
                     tg.create_task(self._gauge_loop())
+                    tg.create_task(self._resync_loop())
                     for extra in self.extra_tasks():
                         tg.create_task(extra)
                     self.started.set()
@@ -259,8 +266,15 @@ class Service:
 
     async def _on_ari_connect(self) -> None:
         """Resync after (re)connecting: Asterisk sent nothing while we were away."""
-        assert self.ari is not None and self.dispatcher is not None
         self.metrics.connected.labels("ari").set(1)
+        if self._ari_connects:
+            self.metrics.reconnects.labels("ari").inc()
+        self._ari_connects += 1
+        await self._resync_ari()
+
+    async def _resync_ari(self) -> None:
+        """Hand every channel still in our app back to its flow, or back to the dialplan."""
+        assert self.ari is not None and self.dispatcher is not None
         try:
             channels = await self.ari.list_channels()
         except AriError as exc:
@@ -301,6 +315,9 @@ class Service:
     async def _on_ami_connect(self) -> None:
         assert self.ami is not None and self.dispatcher is not None
         self.metrics.connected.labels("ami").set(1)
+        if self._ami_connects:
+            self.metrics.reconnects.labels("ami").inc()
+        self._ami_connects += 1
         snapshot = await self.ami.queue_status()
         self.watcher.load_snapshot(snapshot)
         log.info("ami.resynced", queues=len(self.config.queues))
@@ -388,6 +405,23 @@ class Service:
         self._no_reoffer[channel_id] = None
         while len(self._no_reoffer) > NO_REOFFER_LIMIT:
             del self._no_reoffer[next(iter(self._no_reoffer))]
+
+    # --- periodic resync -----------------------------------------------------------------
+
+    async def _resync_loop(self) -> None:
+        """Every resync_interval: repair what a lost event may have left behind."""
+        while True:
+            await asyncio.sleep(self.config.general.resync_interval)
+            if self.ami is not None and self.ami.connected:
+                try:
+                    self.watcher.load_snapshot(await self.ami.queue_status())
+                except AmiError as exc:
+                    log.warning("ami.resync_failed", error=str(exc))
+            if self.ari is not None and self.ari.connected:
+                await self._resync_ari()
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
+            self._withdraw_wake.set()
 
     # --- gauges -----------------------------------------------------------------------
 
