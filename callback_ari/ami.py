@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from callback_ari.ami_protocol import AmiMessage, AmiParser, FieldValue, encode_action
+from callback_ari.ami_protocol import AmiMessage, AmiParser, FieldValue, encode_action, reply_role
 from callback_ari.backoff import Backoff
 from callback_ari.errors import (
     AmiActionError,
@@ -308,37 +308,27 @@ class AmiClient:
             return
         action_id = msg.action_id
         pending = conn.pending.get(action_id) if action_id is not None else None
-        if msg.kind == "response":
-            if pending is None:
+        role = reply_role(msg, pending.complete_event) if pending is not None else None
+        if pending is None or role is None:
+            if msg.kind == "response":
                 log.debug("ami.unmatched_response", action_id=action_id, response=msg.name)
-            elif msg.is_error:
-                del conn.pending[pending.action_id]
-                pending.future.set_exception(
-                    AmiActionError(pending.action, msg.get("Message", "") or "")
-                )
-            elif pending.complete_event is None:
-                del conn.pending[pending.action_id]
-                pending.future.set_result([msg])
-            elif (msg.get("EventList") or "").lower() != "start":
-                del conn.pending[pending.action_id]  # a list action answered without a list
-                pending.future.set_result([])
+            elif msg.kind == "event":
+                try:
+                    on_event(msg)
+                except Exception:
+                    log.exception("ami.handler_error", ami_event=msg.name)
             return
-        if msg.kind == "event" and pending is not None and pending.complete_event is not None:
-            if (
-                msg.name.lower() == pending.complete_event.lower()
-                or (msg.get("EventList") or "").lower() == "complete"
-            ):
-                del conn.pending[pending.action_id]
-                pending.future.set_result(pending.items)
+        if role == "list_item":
+            pending.items.append(msg)
+        elif role != "list_start":
+            del conn.pending[pending.action_id]
+            if role == "failed":
+                message = msg.get("Message", "") or ""
+                pending.future.set_exception(AmiActionError(pending.action, message))
             else:
-                pending.items.append(msg)
-            return
-        if msg.kind != "event":
-            return
-        try:
-            on_event(msg)
-        except Exception:
-            log.exception("ami.handler_error", ami_event=msg.name)
+                pending.future.set_result(
+                    [msg] if role == "answer" else pending.items if role == "list_end" else []
+                )
 
     # --- actions ----------------------------------------------------------------------
 

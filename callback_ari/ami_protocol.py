@@ -1,4 +1,4 @@
-"""AMI wire format: an incremental parser of server bytes into messages and an action encoder."""
+"""AMI wire format: an incremental parser of server bytes, an action encoder, reply roles."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 MessageKind: TypeAlias = Literal["banner", "response", "event", "action"]
 FieldValue: TypeAlias = str | int | bool | Sequence[str]
+ReplyRole: TypeAlias = Literal["answer", "failed", "list_start", "list_item", "list_end", "no_list"]
 
 _KIND_BY_KEY: dict[str, MessageKind] = {
     "event": "event",
@@ -28,21 +29,17 @@ class AmiMessage:
     """One AMI message: an ordered multi-dict of ``Key: Value`` headers.
 
     Keys are looked up case-insensitively (Asterisk spells ``ActionID`` both ways across
-    modules); repeated keys such as ``ChanVariable`` are all kept, in wire order.
+    modules); repeated keys such as ``ChanVariable`` are all kept, in wire order. The
+    case-insensitive index is built on the first lookup: most messages on a busy AMI link
+    are routed on one or two headers or dropped unread.
     """
 
     kind: MessageKind
     fields: tuple[tuple[str, str], ...] = ()
     banner: str = ""
-    _index: dict[str, tuple[str, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
+    _index: dict[str, tuple[str, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
     )
-
-    def __post_init__(self) -> None:
-        index: dict[str, list[str]] = {}
-        for key, value in self.fields:
-            index.setdefault(key.lower(), []).append(value)
-        self._index.update({k: tuple(v) for k, v in index.items()})
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> AmiMessage:
@@ -50,17 +47,28 @@ class AmiMessage:
         fields = tuple(pairs)
         return cls(kind=_kind_of(fields) or "event", fields=fields)
 
+    def _lookup(self) -> dict[str, tuple[str, ...]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, value in self.fields:
+                lower = key.lower()
+                seen = index.get(lower)
+                index[lower] = (value,) if seen is None else (*seen, value)
+            object.__setattr__(self, "_index", index)  # a cache: the value stays unchanged
+        return index
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (case-insensitive), or ``default``."""
-        values = self._index.get(key.lower())
+        values = self._lookup().get(key.lower())
         return values[0] if values else default
 
     def get_all(self, key: str) -> list[str]:
         """Every value of a repeated header, in wire order."""
-        return list(self._index.get(key.lower(), ()))
+        return list(self._lookup().get(key.lower(), ()))
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._index
+        return isinstance(key, str) and key.lower() in self._lookup()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.fields)
@@ -99,91 +107,134 @@ class AmiParser:
     nor Action, and a message (or line) over ``max_message_bytes`` are logged as
     ``ami.bad_message`` and skipped; parsing continues with the next message. Buffered
     bytes never exceed ``max_message_bytes`` plus one ``feed`` chunk.
+
+    Framing works on whole messages, not lines: a message ends at the first ``\\n`` followed
+    by an empty line (``\\n\\n`` or ``\\n\\r\\n``). Once CRLF is rewritten to LF that end is
+    exactly ``\\n\\n``, so C-level ``replace`` and ``split`` do the framing and Python code
+    runs once per message and once per header.
     """
 
     def __init__(self, *, expect_banner: bool = True, max_message_bytes: int = MAX_MESSAGE_BYTES):
         self._expect_banner = expect_banner
         self._max = max_message_bytes
         self._buf = bytearray()
-        self._fields: list[tuple[str, str]] = []
-        self._size = 0
-        self._discarding = False
+        self._scan = 0  # a message end may start here in _buf; bytes before it were searched
+        self._discarding = False  # inside an oversized message: drop everything up to its end
         self.bad_messages = 0
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held for an incomplete line."""
+        """Bytes held for an incomplete message."""
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[AmiMessage]:
         """Consume ``data``; return every message it completed, in order."""
-        self._buf += data
+        buf = self._buf
+        buf += data
         out: list[AmiMessage] = []
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end < 0:
-                break
-            raw = bytes(self._buf[start:end])
-            start = end + 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            msg = self._line(raw)
-            if msg is not None:
-                out.append(msg)
-        del self._buf[:start]
-        if len(self._buf) > self._max:
-            # One line longer than any message may be: drop it and the rest of its message.
-            if not self._discarding:
-                self._bad("oversized", size=self._size + len(self._buf))
-            self._buf.clear()
-            self._fields = []
-            self._size = 0
-            self._discarding = True
+        if self._expect_banner:
+            self._take_banner(out)
+        # Everything up to the last message end is parsed now; the rest waits for more bytes.
+        lf, crlf = buf.rfind(b"\n\n", self._scan), buf.rfind(b"\n\r\n", self._scan)
+        end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+        if end:
+            chunks = buf[:end].replace(b"\r\n", b"\n").split(b"\n\n")
+            del buf[:end]
+            chunks.pop()  # empty, or the blank lines after the last end
+            if self._discarding:  # the first chunk is the tail of an oversized message
+                self._discarding = False
+                del chunks[0]
+            for chunk in chunks:
+                msg = self._message(chunk)
+                if msg is not None:
+                    out.append(msg)
+        if self._discarding or (len(buf) > self._max and self._too_long(buf)):
+            del buf[:-2]  # two bytes in case the end ("\n\r\n") straddles the next feed
+        self._scan = max(0, len(buf) - 2)
         return out
 
-    def _line(self, raw: bytes) -> AmiMessage | None:
-        if self._expect_banner:
-            self._expect_banner = False
-            text = raw.decode("utf-8", errors="replace")
-            if ":" not in text:
-                return AmiMessage(kind="banner", banner=text)
-        if not raw:
-            return self._end_of_message()
-        if self._discarding:
-            return None
-        self._size += len(raw) + 2
-        if self._size > self._max:
-            self._bad("oversized", size=self._size)
-            self._fields = []
-            self._size = 0
-            self._discarding = True
-            return None
-        text = raw.decode("utf-8", errors="replace")
-        key, sep, value = text.partition(":")
-        key = key.strip()
-        if not sep or not key:
-            self._bad("no_colon", line=text[:80])
-            return None
-        self._fields.append((key, value[1:] if value.startswith(" ") else value))
-        return None
+    def _take_banner(self, out: list[AmiMessage]) -> None:
+        """Take the banner line off the front of the stream, if the first line is one."""
+        buf = self._buf
+        nl = buf.find(b"\n")
+        if nl < 0:
+            return
+        self._expect_banner = False
+        text = buf[: nl - 1 if buf[nl - 1 : nl] == b"\r" else nl].decode("utf-8", "replace")
+        if ":" not in text:  # else it is the first header of the first message
+            out.append(AmiMessage(kind="banner", banner=text))
+            del buf[: nl + 1]
+            self._scan = 0
 
-    def _end_of_message(self) -> AmiMessage | None:
-        fields, self._fields, self._size = tuple(self._fields), [], 0
-        if self._discarding:
-            self._discarding = False
-            return None
+    def _too_long(self, pending: bytearray) -> bool:
+        """Whether an incomplete message is already too long, and if so start discarding it.
+
+        Leading blank lines and a CR waiting for its LF do not count: a message is never
+        dropped here that would have fitted once complete.
+        """
+        size = len(pending.lstrip(b"\r\n").rstrip(b"\r"))
+        if size <= self._max:
+            return False
+        self._bad("oversized", size=size)
+        self._discarding = True
+        self._expect_banner = False  # a banner is one short line
+        return True
+
+    def _message(self, chunk: bytes | bytearray) -> AmiMessage | None:
+        """One message from its LF-separated lines (maybe led by stray blank lines)."""
+        if len(chunk) * 2 + 2 > self._max:  # else even one-byte lines with CRLF fit
+            body = chunk.lstrip(b"\n")
+            size = len(body) + body.count(b"\n") + 2  # on the wire: every line and its CRLF
+            if size > self._max:
+                self._bad("oversized", size=size)
+                return None
+        fields: list[tuple[str, str]] = []
+        append = fields.append
+        for line in chunk.decode("utf-8", "replace").split("\n"):
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if not key or not sep:
+                if line:
+                    self._bad("no_colon", line=line[:80])
+                continue  # a blank line can only lead the chunk: a stray one between messages
+            append((key, value[1:] if value[:1] == " " else value))
         if not fields:
-            return None  # stray blank line between messages
-        kind = _kind_of(fields)
+            return None
+        kind = _KIND_BY_KEY.get(fields[0][0].lower()) or _kind_of(fields)
         if kind is None:
             self._bad("no_kind", keys=",".join(k for k, _ in fields[:5]))
             return None
-        return AmiMessage(kind=kind, fields=fields)
+        return AmiMessage(kind=kind, fields=tuple(fields))
 
     def _bad(self, reason: str, **kw: object) -> None:
         self.bad_messages += 1
         log.warning("ami.bad_message", reason=reason, **kw)
+
+
+def reply_role(msg: AmiMessage, complete_event: str | None) -> ReplyRole | None:
+    """What ``msg``, carrying the ActionID of an action still waiting, means for that action.
+
+    ``complete_event`` is None for a plain action, which one Response answers ("answer" or
+    "failed"). A list action (``complete_event`` names its last event, e.g.
+    ``QueueStatusComplete``) gets a Response with ``EventList: start`` ("list_start"), then
+    item events ("list_item") up to that event or one saying ``EventList: complete``
+    ("list_end"); a Response without ``EventList: start`` means no list at all ("no_list").
+    None: not a reply, e.g. the ``OriginateResponse`` event of an async Originate.
+    """
+    if msg.kind == "response":
+        if msg.is_error:
+            return "failed"
+        if complete_event is None:
+            return "answer"
+        return "list_start" if (msg.get("EventList") or "").lower() == "start" else "no_list"
+    if msg.kind != "event" or complete_event is None:
+        return None
+    if (
+        msg.name.lower() == complete_event.lower()
+        or (msg.get("EventList") or "").lower() == "complete"
+    ):
+        return "list_end"
+    return "list_item"
 
 
 def encode_action(

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari.ami_protocol import MAX_MESSAGE_BYTES, AmiMessage, AmiParser, encode_action
+from callback_ari.ami_protocol import (
+    MAX_MESSAGE_BYTES,
+    AmiMessage,
+    AmiParser,
+    encode_action,
+    reply_role,
+)
 
 _HEADER = re.compile(r"^(<<<|>>>) \[t=([0-9.]+)\] (SENT|RECV) conn=(\w+)(.*)$")
 
@@ -244,6 +250,138 @@ def test_endless_line_is_capped_and_stream_recovers() -> None:
         msgs = parser.feed(b"\r\n\r\nResponse: Success\r\nActionID: 7\r\n\r\n")
     assert [(m.kind, m.action_id) for m in msgs] == [("response", "7")]
     assert [entry["reason"] for entry in logs] == ["oversized"]
+
+
+SMALL_STREAM = (
+    b"Asterisk Call Manager/11.0.0\r\n"
+    b"Response: Success\r\nActionID: 1\r\nMessage: Authentication accepted\r\n\r\n"
+    b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
+    b"\r\n"  # a stray blank line between messages
+    b"Event: Newchannel\r\nChanVariable: A=1\r\nChanVariable: B=x: y\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_every_split_point_gives_the_same_messages(line_end: bytes) -> None:
+    data = SMALL_STREAM.replace(b"\r\n", line_end)
+    whole = AmiParser().feed(data)
+    assert [m.name for m in whole] == [
+        "Asterisk Call Manager/11.0.0",
+        "Success",
+        "FullyBooted",
+        "Newchannel",
+    ]
+    assert whole[3].get_all("chanvariable") == ["A=1", "B=x: y"]
+    for cut in range(len(data) + 1):  # includes \r\n|\r\n, \r\n\r|\n and the banner's \r|\n
+        parser = AmiParser()
+        with capture_logs() as logs:
+            got = parser.feed(data[:cut]) + parser.feed(data[cut:])
+        assert (got, logs, parser.buffered_bytes) == (whole, [], 0), f"split at {cut}"
+
+
+def test_message_end_split_between_its_two_crlfs() -> None:
+    parser = AmiParser(expect_banner=False)
+    assert parser.feed(b"Event: A\r\nX: 1\r\n") == []
+    (first,) = parser.feed(b"\r\nEvent: B\r\n")
+    assert first.fields == (("Event", "A"), ("X", "1"))
+    assert parser.feed(b"\r") == []
+    (second,) = parser.feed(b"\n")
+    assert second.name == "B"
+    assert parser.buffered_bytes == 0
+
+
+def test_mixed_line_endings_end_messages() -> None:
+    msgs = AmiParser(expect_banner=False).feed(
+        b"Event: A\r\nX: 1\n\r\nEvent: B\nY: 2\r\n\nEvent: C\n\n\n\r\nEvent: D\r\n\r\n"
+    )
+    assert [m.fields for m in msgs] == [
+        (("Event", "A"), ("X", "1")),
+        (("Event", "B"), ("Y", "2")),
+        (("Event", "C"),),
+        (("Event", "D"),),
+    ]
+
+
+def test_a_first_line_with_a_colon_is_a_header_not_a_banner() -> None:
+    parser = AmiParser()
+    assert parser.feed(b"Event: A\r") == []
+    (msg,) = parser.feed(b"\n\r\n")
+    assert (msg.kind, msg.name) == ("event", "A")
+
+
+def test_oversized_message_within_one_feed_is_skipped() -> None:
+    parser = AmiParser(expect_banner=False, max_message_bytes=100)
+    big = b"Event: Big\r\nX: " + b"y" * 100 + b"\r\n\r\n"
+    with capture_logs() as logs:
+        msgs = parser.feed(b"Event: Before\r\n\r\n" + big + b"Event: After\r\n\r\n")
+    assert [m.name for m in msgs] == ["Before", "After"]
+    assert [entry["reason"] for entry in logs] == ["oversized"]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_a_message_of_exactly_the_limit_is_kept(chunk: int) -> None:
+    body = b"Event: A\r\nX: " + b"y" * 50 + b"\r\n"  # the size counted: lines with their CRLF
+    data = body + b"\r\n" + b"Event: B\r\n\r\n"
+    for limit, names in ((len(body), ["A", "B"]), (len(body) - 1, ["B"])):
+        parser = AmiParser(expect_banner=False, max_message_bytes=limit)
+        with capture_logs() as logs:
+            msgs = [m for i in range(0, len(data), chunk) for m in parser.feed(data[i : i + chunk])]
+        assert [m.name for m in msgs] == names
+        assert len(logs) == 2 - len(names)
+
+
+def test_headers_after_an_endless_line_belong_to_the_dropped_message() -> None:
+    parser = AmiParser(expect_banner=False, max_message_bytes=1000)
+    with capture_logs() as logs:
+        assert parser.feed(b"Event: Big\r\nX: " + b"y" * 2000) == []
+        assert parser.buffered_bytes <= 2
+        assert parser.feed(b"\r\nY: still part of Big\r\n") == []
+        assert parser.feed(b"\r") == []
+        msgs = parser.feed(b"\nEvent: Next\r\n\r\n")
+    assert [m.name for m in msgs] == ["Next"]
+    assert [entry["reason"] for entry in logs] == ["oversized"]
+    assert parser.buffered_bytes == 0
+
+
+def test_lookups_do_not_change_equality_or_hash() -> None:
+    a = AmiMessage.from_pairs([("Event", "QueueMember"), ("Queue", "q"), ("queue", "r")])
+    b = AmiMessage.from_pairs([("Event", "QueueMember"), ("Queue", "q"), ("queue", "r")])
+    assert (a.get("QUEUE"), a.get_all("queue"), "Queue" in a, "Nope" in a) == (
+        "q",
+        ["q", "r"],
+        True,
+        False,
+    )
+    assert a == b and hash(a) == hash(b)
+    assert a != AmiMessage.from_pairs([("Event", "QueueMember"), ("Queue", "q")])
+
+
+def test_reply_roles_of_plain_and_list_actions() -> None:
+    def msg(*pairs: tuple[str, str]) -> AmiMessage:
+        return AmiMessage.from_pairs([*pairs, ("ActionID", "7")])
+
+    ok, error = msg(("Response", "Success")), msg(("Response", "Error"), ("Message", "No"))
+    start = msg(("Response", "Success"), ("EventList", "start"))
+    item = msg(("Event", "QueueMember"))
+    complete = msg(("Event", "queuestatuscomplete"))
+    flagged = msg(("Event", "SomethingComplete"), ("EventList", "Complete"))
+    originate = msg(("Event", "OriginateResponse"), ("Response", "Success"))
+    assert [reply_role(m, None) for m in (ok, error, item, originate)] == [
+        "answer",
+        "failed",
+        None,
+        None,
+    ]
+    list_end = "QueueStatusComplete"
+    assert [reply_role(m, list_end) for m in (ok, error, start, item, complete, flagged)] == [
+        "no_list",
+        "failed",
+        "list_start",
+        "list_item",
+        "list_end",
+        "list_end",
+    ]
+    assert reply_role(msg(("Action", "Ping")), list_end) is None
 
 
 def test_encode_action_wire_format_and_round_trip() -> None:

@@ -479,3 +479,13 @@ def test_member_value_semantics(clock: ManualClock) -> None:
     assert member.logged_in and member.wrapup_end_ms == 3000
     assert member.in_wrapup(2999) and not member.in_wrapup(3000)
     assert not member.is_ready(2999) and member.is_ready(3000)
+
+
+def test_value_types_are_importable_from_the_watcher_and_the_model() -> None:
+    from callback_ari import queue_model
+
+    assert (DeviceStatus, QueueCaller, QueueMember) == (
+        queue_model.DeviceStatus,
+        queue_model.QueueCaller,
+        queue_model.QueueMember,
+    )
