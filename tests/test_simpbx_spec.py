@@ -1,0 +1,108 @@
+"""The fake's ARI route table and its Asterisk-style answers to requests that do not fit it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callback_ari.simpbx import spec
+from callback_ari.simpbx.sim import SimAsterisk
+
+BASIC = "Authorization: Basic Y2J1c2VyOmNicGFzcw==\r\n"  # cbuser:cbpass
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimAsterisk]:
+    async with SimAsterisk(time_scale=0.01) as fake:
+        yield fake
+
+
+async def raw(
+    sim: SimAsterisk, request_line: str, auth: str = BASIC
+) -> tuple[str, list[str], bytes]:
+    """One HTTP request on a raw socket: status line, header lines as sent, body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.ari_port)
+    writer.write(f"{request_line} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *headers = head.decode().split("\r\n")
+    return status, headers, body
+
+
+def test_route_table_is_derived_from_the_shared_swagger(shared_asterisk: Path) -> None:
+    shipped = json.loads((Path(spec.__file__).parent / spec.ROUTES_FILE).read_text())
+    assert shipped == spec.generate(shared_asterisk / "ari-22")
+    assert shipped["apiVersion"] == "10.0.0"
+
+
+def test_route_matching_prefers_literal_segments() -> None:
+    table = spec.RouteTable.load()
+    match = table.match("POST", "/channels/create")
+    assert isinstance(match, spec.Match) and match.operation.nickname == "create"
+    match = table.match("POST", "/channels/abc/play/pb-1")
+    assert isinstance(match, spec.Match)
+    assert match.path_vars == {"channelId": "abc", "playbackId": "pb-1"}
+
+
+async def test_unknown_path_is_404_resource_not_found(sim: SimAsterisk) -> None:
+    status, _, body = await raw(sim, "GET /ari/nonsense")
+    assert status == "HTTP/1.1 404 Not Found"
+    assert json.loads(body) == {"message": "Resource not found"}
+
+
+async def test_wrong_method_is_405_with_allow(sim: SimAsterisk) -> None:
+    status, headers, body = await raw(sim, "PUT /ari/channels")
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert "Allow: GET,POST" in headers
+    assert json.loads(body) == {"message": "Invalid method"}
+
+
+async def test_missing_required_parameter_is_400(sim: SimAsterisk) -> None:
+    status, _, body = await raw(sim, "POST /ari/channels?app=callback-ari")
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body) == {"message": "Endpoint must be specified"}
+    status, _, body = await raw(sim, "GET /ari/channels/x/variable")
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body) == {"message": "Variable name is required"}
+
+
+async def test_value_outside_allowable_values_is_400(sim: SimAsterisk) -> None:
+    status, _, body = await raw(sim, "DELETE /ari/channels/x?reason=bogus")
+    assert status == "HTTP/1.1 400 Invalid Reason"
+    assert json.loads(body) == {"message": "Invalid reason for hangup reason provided"}
+    status, _, body = await raw(sim, "POST /ari/applications/x/subscription")
+    assert status == "HTTP/1.1 400 Bad Request"
+
+
+async def test_wrong_credentials_are_401_with_challenge(sim: SimAsterisk) -> None:
+    status, headers, body = await raw(
+        sim, "GET /ari/channels", auth="Authorization: Basic eDp5\r\n"
+    )
+    assert status == "HTTP/1.1 401 Unauthorized"
+    assert 'WWW-Authenticate: Basic realm="Asterisk REST Interface"' in headers
+    assert json.loads(body) == {"message": "Authentication required"}
+    status, _, _ = await raw(sim, "GET /ari/channels?api_key=cbuser:cbpass", auth="")
+    assert status == "HTTP/1.1 200 OK"
+
+
+async def test_headers_look_like_asterisk(sim: SimAsterisk) -> None:
+    _, headers, body = await raw(sim, "GET /ari/channels")
+    names = [h.split(":", 1)[0] for h in headers if h.split(":", 1)[0] != "Connection"]
+    assert names == ["Server", "Date", "Cache-Control", "Content-type", "Content-Length"]
+    assert "Server: Asterisk/GIT-22-22.0.0-pre1-541-g69535d4837" in headers
+    assert body == b"[]"
+    status, headers, _ = await raw(sim, "POST /ari/asterisk/variable?variable=X&value=1")
+    assert status == "HTTP/1.1 204 No Content"
+    assert "Content-Length: 0" in headers
+
+
+async def test_trailing_slash_gets_asterisks_hint(sim: SimAsterisk) -> None:
+    status, _, body = await raw(sim, "GET /ari/channels/")
+    assert status == "HTTP/1.1 404 Not Found"
+    assert json.loads(body) == {"message": "ARI URLs do not end with a slash. Try /ari/channels"}
