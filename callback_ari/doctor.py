@@ -209,23 +209,30 @@ class Doctor:
                 return
 
     async def _check_contexts(self, ami: AmiClient) -> None:
-        wanted: dict[tuple[str, str], None] = {}
+        # (context, queue) -> the [queue:X] keys that name the context
+        wanted: dict[tuple[str, str], list[str]] = {}
         for q in self._cfg.queues.values():
-            wanted[(q.return_context, q.name)] = None
-            wanted[(q.connect_context, q.name)] = None
-        for context, exten in wanted:
+            wanted.setdefault((q.return_context, q.name), []).append("return_context")
+            wanted.setdefault((q.connect_context, q.name), []).append("connect_context")
+        for (context, exten), keys in wanted.items():
+            check = f"dialplan.{exten}@{context}"
             try:
                 await ami.show_dialplan(context, exten)
             except AmiActionError as exc:
-                self._add(
-                    f"dialplan.{context}",
-                    Status.FAIL,
-                    f"extension {exten!r} in [{context}]: {exc.message}",
-                    "#include extensions_callback.conf in extensions.conf, add an "
-                    f"extension for {exten!r}, then `dialplan reload`",
-                )
+                if "context" in exc.message.lower():
+                    fix = (
+                        f"define [{context}] (extensions_callback.conf has the callback-* "
+                        "contexts: #include it in extensions.conf) and `dialplan reload`, "
+                        f"or set {' / '.join(keys)} in [queue:{exten}] to a context that exists"
+                    )
+                else:
+                    fix = (
+                        f"add extension {exten!r} to [{context}] (copy the 'support' block of "
+                        "extensions_callback.conf), then `dialplan reload`"
+                    )
+                self._add(check, Status.FAIL, exc.message, fix)
             else:
-                self._add(f"dialplan.{context}", Status.PASS, f"{exten}@{context} exists")
+                self._add(check, Status.PASS, f"{exten}@{context} exists")
 
     # --- Redis ------------------------------------------------------------------------
 
