@@ -20,18 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, default=9, help="agents logged in (9)")
     parser.add_argument("--wrapup", type=float, default=0.0, help="wrap-up after a call, s (0)")
     parser.add_argument(
-        "--patience", type=float, default=600.0,
+        "--patience",
+        type=float,
+        default=600.0,
         help="mean caller patience before abandoning, s; 0 = nobody abandons (600)",
-    )  # fmt: skip
+    )
     parser.add_argument("--accept", type=float, default=0.6, help="share accepting an offer")
     parser.add_argument("--answer", type=float, default=0.8, help="share answering a callback")
     parser.add_argument("--retry", type=float, default=120.0, help="retry interval, s (120)")
     parser.add_argument("--attempts", type=int, default=3, help="max attempts (3)")
     parser.add_argument("--hours", type=float, default=8.0, help="simulated opening hours (8)")
     parser.add_argument(
-        "--thresholds", default="none,60,120,300",
+        "--thresholds",
+        default="none,60,120,300",
         help="comma-separated offer thresholds in seconds; 'none' = no callbacks",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--plot", metavar="PNG", help="also write a hold-time plot")
 
@@ -61,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             path = plot_hold_distribution(results, args.plot)
         except ImportError:
-            print("callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",
+                file=sys.stderr,
+            )
             return 2
         print(f"plot written to {path}")
     return 0

@@ -53,7 +53,10 @@ class RedisProcess:
             "--daemonize", "no",
             "--logfile", str(Path(self._dir.name) / "redis.log"),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # own session: a terminal's Ctrl-C must not kill Redis before we stop it cleanly
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
