@@ -71,6 +71,7 @@ class Service:
         self.http_ready = asyncio.Event()
         self._ari_connects = 0
         self._ami_connects = 0
+        self._ami_backlog: list[AmiMessage] | None = None  # events held while resyncing
         self.agi: AgiServer | None = None
 
     # --- life cycle -------------------------------------------------------------------
@@ -309,8 +310,25 @@ class Service:
     # --- AMI --------------------------------------------------------------------------
 
     def _on_ami_event(self, message: AmiMessage) -> None:
+        if self._ami_backlog is not None:
+            self._ami_backlog.append(message)  # applied on top of the snapshot, in order
+            return
         self.watcher.apply(message)
         self._withdraw_wake.set()
+
+    async def _load_queue_status(self) -> None:
+        """Replace the watcher's state with a QueueStatus snapshot, then replay the events
+        that arrived meanwhile: an event read in the same chunk as the reply's end (a member
+        freeing up) is newer than the snapshot and must not be rolled back by it."""
+        assert self.ami is not None
+        backlog: list[AmiMessage] = []
+        self._ami_backlog = backlog
+        try:
+            self.watcher.load_snapshot(await self.ami.queue_status())
+        finally:  # replayed even if QueueStatus failed: those events happened
+            self._ami_backlog = None
+            for message in backlog:
+                self.watcher.apply(message)
 
     async def _on_ami_connect(self) -> None:
         assert self.ami is not None and self.dispatcher is not None
@@ -318,8 +336,7 @@ class Service:
         if self._ami_connects:
             self.metrics.reconnects.labels("ami").inc()
         self._ami_connects += 1
-        snapshot = await self.ami.queue_status()
-        self.watcher.load_snapshot(snapshot)
+        await self._load_queue_status()
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
         self._withdraw_wake.set()
@@ -414,7 +431,7 @@ class Service:
             await asyncio.sleep(self.config.general.resync_interval)
             if self.ami is not None and self.ami.connected:
                 try:
-                    self.watcher.load_snapshot(await self.ami.queue_status())
+                    await self._load_queue_status()
                 except AmiError as exc:
                     log.warning("ami.resync_failed", error=str(exc))
             if self.ari is not None and self.ari.connected:
