@@ -215,6 +215,7 @@ class OfferMachine:
         self._timer_token: int | None = None
         self._tries = 0  # failed tries in the current menu; reset when the menu changes
         self._typed = ""
+        self._swallow_hash = False  # the '#' a caller presses after an auto-submitted number
         self._candidate: str | None = None  # validated number being read back
         self._from_callerid = False
         self._confirmed: str | None = None  # set when Store is emitted
@@ -252,6 +253,12 @@ class OfferMachine:
     # --- the table -----------------------------------------------------------------
 
     def _dispatch(self, event: Event) -> list[Action]:
+        if isinstance(event, Digit) and self._swallow_hash:
+            # A full-length number was submitted on its last digit; the '#' the caller was
+            # told to press follows and must not cut off the next prompt or cost a try.
+            self._swallow_hash = False
+            if event.d == "#":
+                return []
         match event:
             case Hangup():
                 return self._hung_up()
@@ -366,6 +373,7 @@ class OfferMachine:
     def _type(self, d: str) -> list[Action]:
         self._typed += d
         if len(self._typed) >= self._s.max_digits:
+            self._swallow_hash = True
             return self._submit()
         return self._wait(Step.ENTRY_DIGITS, self._s.digit_timeout)
 

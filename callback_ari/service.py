@@ -25,7 +25,7 @@ from callback_ari.ari import AriClient
 from callback_ari.clock import Clock, SystemClock
 from callback_ari.config import Config
 from callback_ari.dispatcher import Dispatcher
-from callback_ari.errors import AmiError, AriError, NumberRejected, StoreError
+from callback_ari.errors import AmiError, AmiUnavailable, AriError, NumberRejected, StoreError
 from callback_ari.hours import BusinessHours
 from callback_ari.intake import OfferEntry, number_validator
 from callback_ari.metrics import Metrics
@@ -119,6 +119,7 @@ class Service:
                 )
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(self._caller_joined)
+                self.watcher.on_caller_leave(self._caller_left)
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
@@ -188,8 +189,13 @@ class Service:
         """Start a task owned by the service's task group."""
         if self._tg is None:
             coro.close()
-            raise RuntimeError("service is not running")
-        self._tg.create_task(coro, name=name)
+            log.debug("service.task_dropped", task=name, reason="not running")
+            return
+        try:
+            self._tg.create_task(coro, name=name)
+        except RuntimeError:  # the task group is shutting down: nothing new may start
+            coro.close()
+            log.debug("service.task_dropped", task=name, reason="shutting down")
 
     # --- ARI --------------------------------------------------------------------------
 
@@ -350,6 +356,11 @@ class Service:
             return
         self.spawn(self._cancel_on_recall(queue, caller), name=f"recall:{caller.uniqueid}")
 
+    def _caller_left(self, queue: str, caller: QueueCaller) -> None:
+        """Withdrawn (or served, or gone): forget the withdraw so the map stays bounded."""
+        del queue
+        self._withdrawn.pop(caller.uniqueid, None)
+
     async def _cancel_on_recall(self, queue: str, caller: QueueCaller) -> None:
         assert self.store is not None
         q = self.config.queues[queue]
@@ -385,6 +396,8 @@ class Service:
         for name, q in self.config.queues.items():
             if not q.withdraw or self.ami is None or not self.ami.connected:
                 continue
+            if self.ari is None or not self.ari.connected:
+                continue  # Stasis() would fail: the caller would only bounce back into the queue
             if not self._offer_open(name):
                 continue
             for caller in self.watcher.callers(name):
@@ -402,18 +415,24 @@ class Service:
                     max_pending=q.max_pending,
                     store_ok=self._store_ok,
                 ):
-                    await self._withdraw(name, caller)
+                    self._withdrawn[caller.uniqueid] = now_ms / 1000
+                    self.spawn(self._withdraw(name, caller), name=f"withdraw:{caller.uniqueid}")
                 elif q.offer_threshold > 0:
                     wait = q.offer_threshold - hold_s
                     soonest = wait if soonest is None else min(soonest, wait)
         return soonest
 
     async def _withdraw(self, queue: str, caller: QueueCaller) -> None:
+        """One QueueWithdrawCaller; runs concurrently with the others of the same pass."""
         assert self.ami is not None
-        self._withdrawn[caller.uniqueid] = self.clock.now_ms() / 1000
         try:
             await self.ami.queue_withdraw_caller(queue, caller.channel, "callback-ari")
-        except AmiError as exc:
+        except AmiUnavailable as exc:
+            # the link dropped: forget the attempt so the caller is offered after reconnecting
+            self._withdrawn.pop(caller.uniqueid, None)
+            log.info("offer.withdraw_failed", queue=queue, channel=caller.channel, error=str(exc))
+            return
+        except AmiError as exc:  # the caller left or was answered meanwhile
             log.info("offer.withdraw_failed", queue=queue, channel=caller.channel, error=str(exc))
             return
         log.info("offer.withdraw", queue=queue, channel=caller.channel)

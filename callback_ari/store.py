@@ -24,6 +24,7 @@ ca last_cause, na next_attempt_ms, lo lease_owner (current or last attempt), le 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import re
 from collections.abc import Awaitable, Sequence
@@ -147,9 +148,16 @@ class CallbackStore:
     # --- plumbing ----------------------------------------------------------------------
 
     async def _guard(self, op: str, aw: Awaitable[T]) -> T:
-        """Translate redis-py errors at the edge."""
+        """Translate redis-py errors at the edge, and never lose a cancellation.
+
+        redis-py wraps socket writes in ``asyncio.wait_for``, which on Python 3.11 can swallow
+        a cancellation that lands mid-write and return normally; a service asked to stop would
+        then run on. If the task was cancelled during the call, the cancellation is re-raised.
+        """
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
-            return await aw
+            result = await aw
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}") from exc
         except (redis.exceptions.ReadOnlyError, redis.exceptions.NoPermissionError) as exc:
@@ -160,6 +168,9 @@ class CallbackStore:
             raise StoreError(f"redis error during {op}: {exc}") from exc
         except redis.exceptions.RedisError as exc:
             raise StoreError(f"redis error during {op}: {exc}") from exc
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError()
+        return result
 
     async def _run(self, op: str, script: Any, now_ms: int | None, *args: object) -> Any:
         now = self._clock.now_ms() if now_ms is None else int(now_ms)

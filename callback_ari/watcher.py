@@ -173,9 +173,14 @@ class QueueWatcher:
         """Update the model from one AMI event; events for other queues are ignored."""
         if msg.kind != "event":
             return
-        handler = self._handlers.get(msg.name.lower())
+        name = msg.name.lower()
+        handler = self._handlers.get(name)
         queue = msg.get("Queue")
         if handler is None or queue is None or queue not in self._states:
+            return
+        id_field = "Uniqueid" if name.startswith("queuecaller") else "Interface"
+        if not msg.get(id_field):  # keying it by '' would invent a phantom caller or member
+            log.warning("watcher.event_without_id", ami_event=msg.name, missing=id_field)
             return
         now = self._clock.now_ms()
         handler(queue, msg, now)

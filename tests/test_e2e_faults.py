@@ -428,11 +428,6 @@ async def test_garbage_on_both_links_is_logged_skipped_and_service_keeps_working
         await client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watcher.py (not ours) keys callers/members by a missing Uniqueid/Interface as '': "
-    "a queue event without its id adds a phantom caller or member until the next resync",
-)
 async def test_queue_events_without_their_ids_are_skipped(sim: SimAsterisk, redis_url: str) -> None:
     config = service_config(sim, redis_url, queues={"support": {"withdraw": "no"}})
     async with running_service(config) as service:
@@ -578,12 +573,6 @@ async def test_no_task_outlives_the_service_after_faults(sim: SimAsterisk, redis
     await assert_no_leaked_tasks(before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py (not ours): on Python 3.11 redis-py's asyncio.wait_for around the socket "
-    "write returns the reply and drops a cancellation that lands in that window; loops "
-    "calling the store then never stop, so Service.run hangs on shutdown/ApplicationReplaced",
-)
 async def test_cancellation_during_a_store_call_is_not_swallowed(redis_url: str) -> None:
     client = connect_redis(redis_url)  # as the service connects: with socket timeouts
     store = CallbackStore(client, prefix="cbtest", clock=SystemClock())

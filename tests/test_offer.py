@@ -709,3 +709,24 @@ def test_machine_constructed_like_the_drivers_do() -> None:
     machine = OfferMachine(OfferSettings(), validate, caller_id=None)
     assert machine.state is Step.NEW and not machine.done and machine.result is None
     assert machine.start() == [Play(DEFAULT_PROMPTS["offer"], 1, True)]
+
+
+def test_hash_after_an_auto_submitted_full_length_number_is_not_a_new_try() -> None:
+    """15 digits submit at once; the '#' the caller then presses must not cut the next prompt."""
+
+    def refuse_all(raw: str) -> str:
+        raise NumberRejected("invalid")
+
+    machine = OfferMachine(OfferSettings(max_digits=15), refuse_all, caller_id=None)
+    actions = machine.start()
+    token = next(a.token for a in actions if isinstance(a, Play))
+    machine.handle(Digit("1"))  # accept: no callable caller ID, straight to entry
+    for d in "123456789012345":
+        actions = machine.handle(Digit(d))
+    invalid_prompt = next(a for a in actions if isinstance(a, Play))
+    assert "sound:privacy-incorrect" in invalid_prompt.media
+    assert machine.handle(Digit("#")) == []  # swallowed: no StopPlayback, no failed try
+    # the prompt plays on to its end and the caller is waiting for digits again
+    follow = machine.handle(PlaybackDone(invalid_prompt.token))
+    assert any(isinstance(a, StartTimer) for a in follow)
+    del token
