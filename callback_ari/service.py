@@ -25,7 +25,7 @@ from callback_ari.ari import AriClient
 from callback_ari.clock import Clock, SystemClock
 from callback_ari.config import Config
 from callback_ari.dispatcher import Dispatcher
-from callback_ari.errors import AmiError, AmiUnavailable, AriError, NumberRejected, StoreError
+from callback_ari.errors import AmiError, AriError, NumberRejected, StoreError
 from callback_ari.hours import BusinessHours
 from callback_ari.intake import OfferEntry, number_validator
 from callback_ari.metrics import Metrics
@@ -33,11 +33,11 @@ from callback_ari.models import State
 from callback_ari.offer_ari import OfferSession
 from callback_ari.store import CallbackStore, connect_redis
 from callback_ari.watcher import QueueCaller, QueueWatcher
+from callback_ari.withdrawer import Withdrawer
 
 log = structlog.get_logger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
-NO_REOFFER_LIMIT = 10_000  # channels that declined; bounded so memory stays flat
 
 
 class Service:
@@ -63,11 +63,18 @@ class Service:
         self._hours = {
             n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
         }
-        self._withdrawn: dict[str, float] = {}  # caller uniqueid -> when we asked (no repeats)
-        self._no_reoffer: dict[str, None] = {}  # caller uniqueids that declined an offer
         self._pending_counts: dict[str, int] = {}
         self._store_ok = False
-        self._withdraw_wake = asyncio.Event()
+        self.withdrawer = Withdrawer(
+            config=config,
+            watcher=self.watcher,
+            clock=self.clock,
+            ami=lambda: self.ami,
+            ari_up=lambda: self.ari is not None and self.ari.connected,
+            offer_open=self._offer_open,
+            pending=lambda queue: self._pending_counts.get(queue, 0),
+            spawn=self.spawn,
+        )
         self.http_ready = asyncio.Event()
         self._ari_connects = 0
         self._ami_connects = 0
@@ -119,14 +126,14 @@ class Service:
                 )
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(self._caller_joined)
-                self.watcher.on_caller_leave(self._caller_left)
+                self.watcher.on_caller_leave(self.withdrawer.caller_left)
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
                     tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
                     tg.create_task(self.watcher.run())
                     tg.create_task(self.dispatcher.run())
-                    tg.create_task(self._withdraw_loop())
+                    tg.create_task(self.withdrawer.run())
                     tg.create_task(self._gauge_loop())
                     tg.create_task(self._resync_loop())
                     for extra in self.extra_tasks():
@@ -254,7 +261,7 @@ class Service:
                 return
             result = await session.run()
             if result.startswith("continued:"):
-                self._remember_declined(session.channel_id)
+                self.withdrawer.declined(session.channel_id)
         except asyncio.CancelledError:
             # Shutting down: nobody is left in a dead dialogue; back to the queue they go.
             await asyncio.shield(session.return_without_offer("shutdown"))
@@ -320,7 +327,7 @@ class Service:
             self._ami_backlog.append(message)  # applied on top of the snapshot, in order
             return
         self.watcher.apply(message)
-        self._withdraw_wake.set()
+        self.withdrawer.wake()
 
     async def _load_queue_status(self) -> None:
         """Replace the watcher's state with a QueueStatus snapshot, then replay the events
@@ -345,7 +352,7 @@ class Service:
         await self._load_queue_status()
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
-        self._withdraw_wake.set()
+        self.withdrawer.wake()
 
     def _caller_joined(self, queue: str, caller: QueueCaller) -> None:
         """A caller joined a queue: cancel their pending callback if they called again."""
@@ -355,11 +362,6 @@ class Service:
         if self.dispatcher is not None and self.dispatcher.owns_channel(caller.uniqueid):
             return
         self.spawn(self._cancel_on_recall(queue, caller), name=f"recall:{caller.uniqueid}")
-
-    def _caller_left(self, queue: str, caller: QueueCaller) -> None:
-        """Withdrawn (or served, or gone): forget the withdraw so the map stays bounded."""
-        del queue
-        self._withdrawn.pop(caller.uniqueid, None)
 
     async def _cancel_on_recall(self, queue: str, caller: QueueCaller) -> None:
         assert self.store is not None
@@ -373,74 +375,6 @@ class Service:
         except (NumberRejected, StoreError):
             return
         log.info("callback.cancelled_on_recall", callback_id=existing.id, queue=queue)
-
-    # --- service-initiated offers (QueueWithdrawCaller) ---------------------------------
-
-    async def _withdraw_loop(self) -> None:
-        """Pull callers out for an offer when their hold or the estimated wait passes a threshold.
-
-        Sleeps exactly until the next caller crosses a threshold, or until the queue changes.
-        """
-        while True:
-            next_due = await self._withdraw_pass()
-            timeout = None if next_due is None else max(0.05, next_due)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._withdraw_wake.wait()
-            self._withdraw_wake.clear()
-
-    async def _withdraw_pass(self) -> float | None:
-        """Withdraw every caller due an offer; returns seconds until the next one is due."""
-        now_ms = self.clock.now_ms()
-        soonest: float | None = None
-        for name, q in self.config.queues.items():
-            if not q.withdraw or self.ami is None or not self.ami.connected:
-                continue
-            if self.ari is None or not self.ari.connected:
-                continue  # Stasis() would fail: the caller would only bounce back into the queue
-            if not self._offer_open(name):
-                continue
-            for caller in self.watcher.callers(name):
-                if caller.uniqueid in self._withdrawn or caller.uniqueid in self._no_reoffer:
-                    continue
-                hold_s = (now_ms - caller.join_time_ms) / 1000
-                est = self.watcher.estimated_wait_s(name, caller.position)
-                if policy.should_offer(
-                    hold_s=hold_s,
-                    est_wait_s=est,
-                    offer_threshold=q.offer_threshold,
-                    offer_on_estimated_wait=q.offer_on_estimated_wait,
-                    open_now=True,
-                    pending=self._pending_counts.get(name, 0),
-                    max_pending=q.max_pending,
-                    store_ok=self._store_ok,
-                ):
-                    self._withdrawn[caller.uniqueid] = now_ms / 1000
-                    self.spawn(self._withdraw(name, caller), name=f"withdraw:{caller.uniqueid}")
-                elif q.offer_threshold > 0:
-                    wait = q.offer_threshold - hold_s
-                    soonest = wait if soonest is None else min(soonest, wait)
-        return soonest
-
-    async def _withdraw(self, queue: str, caller: QueueCaller) -> None:
-        """One QueueWithdrawCaller; runs concurrently with the others of the same pass."""
-        assert self.ami is not None
-        try:
-            await self.ami.queue_withdraw_caller(queue, caller.channel, "callback-ari")
-        except AmiUnavailable as exc:
-            # the link dropped: forget the attempt so the caller is offered after reconnecting
-            self._withdrawn.pop(caller.uniqueid, None)
-            log.info("offer.withdraw_failed", queue=queue, channel=caller.channel, error=str(exc))
-            return
-        except AmiError as exc:  # the caller left or was answered meanwhile
-            log.info("offer.withdraw_failed", queue=queue, channel=caller.channel, error=str(exc))
-            return
-        log.info("offer.withdraw", queue=queue, channel=caller.channel)
-
-    def _remember_declined(self, channel_id: str) -> None:
-        self._no_reoffer[channel_id] = None
-        while len(self._no_reoffer) > NO_REOFFER_LIMIT:
-            del self._no_reoffer[next(iter(self._no_reoffer))]
 
     # --- periodic resync -----------------------------------------------------------------
 
@@ -457,7 +391,7 @@ class Service:
                 await self._resync_ari()
             if self.dispatcher is not None:
                 self.dispatcher.wake()
-            self._withdraw_wake.set()
+            self.withdrawer.wake()
 
     # --- gauges -----------------------------------------------------------------------
 
