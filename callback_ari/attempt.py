@@ -41,6 +41,7 @@ DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that car
 CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 CONFIRM_PLAYS = 2  # the prompt is played at most twice before "not confirmed"
+RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
 
 
 class AttemptState(StrEnum):
@@ -134,7 +135,7 @@ class AttemptRunner:
                 try:
                     outcome, cause = await self._dial_and_confirm(a)
                     await self._record(a, outcome, cause)
-                    if outcome is Outcome.CONNECTED:
+                    if outcome is Outcome.CONNECTED and a.answered:  # not if found connected
                         await self._hold_until_agent(a)
                 finally:
                     keeper.cancel()
@@ -171,7 +172,8 @@ class AttemptRunner:
             number=mask(a.cb.number),
             channel_id=a.channel_id,
         )
-        await self._ensure_previous_gone(a)
+        if await self._previous_call_connected(a):
+            return Outcome.CONNECTED, RESUMED_CAUSE
         try:
             await self._ari.originate(
                 endpoint=a.endpoint,
@@ -366,14 +368,34 @@ class AttemptRunner:
                 a.events.put_nowait(LeaseLost())
                 return
 
-    async def _ensure_previous_gone(self, a: Attempt) -> None:
-        """A retry never overlaps the previous attempt's call, even after a crash."""
+    async def _previous_call_connected(self, a: Attempt) -> bool:
+        """A retry never overlaps the previous attempt's call, even after a crash.
+
+        The previous call still up outside Stasis means the customer pressed 1 and was
+        continued into the queue, and the instance died before recording it: they are
+        connected, so say so instead of cutting them off and ringing them again. Any other
+        leftover call (still ringing, or answered and waiting in Stasis for the "press 1")
+        is hung up before we dial.
+        """
         if a.cb.attempts <= 1:
-            return
+            return False
         previous = originate_channel_id(a.cb.id, a.cb.attempts - 1)
+        try:
+            channel = await self._ari.get_channel(previous)
+        except AriNotFound:
+            return False
+        if channel.state == "Up" and channel.app_name != "Stasis":
+            log.warning(
+                "callback.previous_call_connected",
+                callback_id=a.cb.id,
+                channel_id=previous,
+                context=channel.context,
+            )
+            return True
         with contextlib.suppress(AriNotFound):
             await self._ari.hangup(previous)
             log.warning("callback.previous_call_hung_up", callback_id=a.cb.id, channel_id=previous)
+        return False
 
     async def _channel_exists(self, channel_id: str) -> bool:
         try:

@@ -63,6 +63,7 @@ class Dispatcher:
         self._wake = {name: asyncio.Event() for name in config.queues}
         self._pass_lock = {name: asyncio.Lock() for name in config.queues}
         self._ready_at: dict[str, float] = {}  # queue -> loop time a member became ready
+        self._pass_ms: dict[str, int] = {}  # queue -> clock time the last pass began
         self._by_channel: dict[str, Attempt] = {}
         self._in_flight: dict[str, dict[str, Attempt]] = {name: {} for name in config.queues}
         self._runner = AttemptRunner(
@@ -145,12 +146,18 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
 
     async def _sleep_hint(self, queue: str) -> float:
-        """Seconds until the queue's next retry falls due, capped by the safety interval."""
+        """Seconds until the queue's next retry falls due, capped by the safety interval.
+
+        A retry already due when the last pass began was seen by that pass, which could not
+        dial it (no free member, closed, gated): a member turning ready or an attempt ending
+        wakes the loop for it. Without this the loop would spin on a due retry while every
+        member is busy, one Redis round trip after another.
+        """
         try:
             due = await self._store.next_due_ms(queue)
         except StoreError:
             return self._safety_interval
-        if due is None:
+        if due is None or due <= self._pass_ms.get(queue, -1):
             return self._safety_interval
         return min(self._safety_interval, max(0.0, (due - self._clock.now_ms()) / 1000))
 
@@ -170,9 +177,11 @@ class Dispatcher:
         if reclaimed:
             log.warning("callback.lease_reclaimed", count=len(reclaimed), ids=reclaimed[:20])
         for name, q in self._cfg.queues.items():
-            expired = await self._store.expire_older_than(name, now - q.max_age * 1000)
+            # policy.is_expired: max_age seconds old is expired; the store's cutoff is exclusive.
+            cutoff = now - q.max_age * 1000 + 1
+            expired = await self._store.expire_older_than(name, cutoff, now_ms=now)
             if q.after_hours == "expire" and not self._hours[name].is_open(now):
-                expired += await self._store.expire_older_than(name, now + 1)
+                expired += await self._store.expire_older_than(name, now + 1, now_ms=now)
             for cb_id in expired:
                 log.info("callback.expired", callback_id=cb_id, queue=name)
 
@@ -185,6 +194,7 @@ class Dispatcher:
         q = self._cfg.queues[queue]
         started = 0
         async with self._pass_lock[queue]:
+            self._pass_ms[queue] = self._clock.now_ms()
             ready_since = self._ready_at.pop(queue, None)
             if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
                 return 0
