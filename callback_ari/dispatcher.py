@@ -17,7 +17,7 @@ import structlog
 from callback_ari import ari_events as ev
 from callback_ari import policy
 from callback_ari.ari import AriClient
-from callback_ari.attempt import Attempt, AttemptRunner
+from callback_ari.attempt import Attempt, AttemptRunner, AttemptState
 from callback_ari.clock import Clock
 from callback_ari.config import Config, QueueConfig
 from callback_ari.errors import CallbackAriError, NumberRejected, StoreError
@@ -198,13 +198,21 @@ class Dispatcher:
             ready_since = self._ready_at.pop(queue, None)
             if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
                 return 0
-            slots = policy.dispatch_slots(
-                ready_members=self._watcher.ready_members(queue), in_flight=self.in_flight(queue)
-            )
+            ready = self._watcher.ready_members(queue)
+            slots = policy.dispatch_slots(ready_members=ready, in_flight=self.in_flight(queue))
             bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
+            # Our callbacks already in the queue still hold a member; the store counts the
+            # dialing ones of every instance, so several instances together stay within `ready`.
+            connecting = sum(
+                a.state is AttemptState.CONNECTING for a in self._in_flight[queue].values()
+            )
             for _ in range(slots):
                 cb = await self._store.claim_next(
-                    queue, owner=self._owner, lease_ms=self._lease_ms, join_before_ms=bound
+                    queue,
+                    owner=self._owner,
+                    lease_ms=self._lease_ms,
+                    join_before_ms=bound,
+                    max_dialing=ready - connecting,
                 )
                 if cb is None:
                     break

@@ -127,6 +127,8 @@ class Service:
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(self._caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
+                # the oldest live caller leaving may lift the virtual-hold gate for a callback
+                self.watcher.on_caller_leave(lambda queue, _c: self._wake_dispatch(queue))
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
@@ -353,6 +355,10 @@ class Service:
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
         self.withdrawer.wake()
+
+    def _wake_dispatch(self, queue: str) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake(queue)
 
     def _caller_joined(self, queue: str, caller: QueueCaller) -> None:
         """A caller joined a queue: cancel their pending callback if they called again."""

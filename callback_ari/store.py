@@ -243,19 +243,25 @@ class CallbackStore:
         owner: str,
         lease_ms: int,
         join_before_ms: int | None = None,
+        max_dialing: int | None = None,
         now_ms: int | None = None,
     ) -> Callback | None:
         """Take the due callback that is first in line (smallest join time minus boost).
 
         Due retry_wait callbacks become pending first. With ``join_before_ms`` the first in line
         is taken only if its join time is earlier (the fairness gate against live callers).
+        With ``max_dialing`` nothing is taken while that many callbacks of the queue are already
+        dialing, counted across every instance sharing this Redis (capacity).
         The record comes back dialing, attempts + 1, leased to ``owner`` for ``lease_ms``.
         """
         if not owner or lease_ms <= 0:
             raise ValueError("claim_next needs an owner and a positive lease")
         gate = "" if join_before_ms is None else int(join_before_ms)
-        reply = await self._run("claim", self._claim, now_ms, queue, owner, int(lease_ms), gate)
-        if as_text(reply[0]) in ("none", "gated"):
+        cap = "" if max_dialing is None else max(0, int(max_dialing))
+        reply = await self._run(
+            "claim", self._claim, now_ms, queue, owner, int(lease_ms), gate, cap
+        )
+        if as_text(reply[0]) in ("none", "gated", "full"):
             self._report("claim", reply[3])
             return None
         if as_text(reply[0]) == "corrupt":  # a foreign key where an index belongs: skip the queue

@@ -251,12 +251,16 @@ return {'new', id, rec(id), reports}
 CLAIM = (
     _COMMON
     + r"""
--- ARGV: 5 queue, 6 owner, 7 lease_ms, 8 join_before_ms ('' = no gate)
+-- ARGV: 5 queue, 6 owner, 7 lease_ms, 8 join_before_ms ('' = no gate),
+--       9 max_dialing ('' = no cap): callbacks dialing in this queue, all instances together
 local q = ARGV[5]
 local bad = check_indexes(q, {ready = true, retry = true, sched = true, dial = true})
 if bad then return {'corrupt', bad[1], bad[2]} end
 local reports = {}
 promote(q, reports)
+if ARGV[9] ~= '' and redis.call('ZCARD', kq(q, 'dial')) >= tonumber(ARGV[9]) then
+  return {'full', '', {}, reports}
+end
 local ready = kq(q, 'ready')
 for _ = 1, 100 do
   local top = redis.call('ZRANGE', ready, 0, 0)

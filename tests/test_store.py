@@ -457,3 +457,20 @@ async def test_acl_user_in_url_authenticates_and_a_wrong_password_is_unavailable
         await good.aclose()
         await bad.aclose()
         await client.execute_command("ACL", "DELUSER", "cbtest")
+
+
+async def test_max_dialing_caps_claims_across_every_owner(store: CallbackStore) -> None:
+    """Two instances share one Redis: together they never dial more than the cap."""
+    for i in range(4):
+        await add(store, f"20255501{i:02d}", join_s_ago=60 - i)
+    first = await store.claim_next("support", owner="a", lease_ms=30_000, max_dialing=2)
+    second = await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2)
+    assert first is not None and second is not None
+    assert await store.claim_next("support", owner="a", lease_ms=30_000, max_dialing=2) is None
+    assert await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2) is None
+    await store.record_outcome(
+        first.id, "a", outcome=Outcome.CONNECTED, cause="", retry_at_ms=None, max_attempts=3
+    )
+    third = await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2)
+    assert third is not None and third.id not in (first.id, second.id)
+    assert await store.claim_next("support", owner="a", lease_ms=30_000, max_dialing=0) is None
