@@ -111,11 +111,35 @@ class Dispatcher:
     def attempts(self) -> list[Attempt]:
         return [a for per_queue in self._in_flight.values() for a in per_queue.values()]
 
-    async def resync(self, live_channel_ids: set[str]) -> None:
-        """After an ARI reconnect: attempts whose channels vanished while we were deaf end now."""
+    async def resync(self, channels: list[ev.ChannelInfo]) -> None:
+        """After an ARI reconnect, recover what the lost events would have told each attempt.
+
+        A vanished channel ends its attempt; a ringing attempt whose channel is up in our app
+        was answered while we were deaf, so it gets the StasisStart it missed (rather than
+        being hung up as "no answer" on a customer who picked up).
+        """
+        live = {c.id: c for c in channels}
         for attempt in self.attempts():
-            if not any(cid in live_channel_ids for cid in attempt.channel_ids):
+            if not any(cid in live for cid in attempt.channel_ids):
                 attempt.lost()
+                continue
+            own = live.get(attempt.channel_id)
+            if (
+                attempt.state is AttemptState.RINGING
+                and own is not None
+                and own.state == "Up"
+                and own.app_name == "Stasis"
+            ):
+                log.info("callback.answer_recovered", callback_id=attempt.cb.id)
+                attempt.events.put_nowait(
+                    ev.StasisStart(
+                        type="StasisStart",
+                        timestamp="",
+                        application=self._cfg.general.app,
+                        channel=own,
+                        args=("callback", attempt.cb.id),
+                    )
+                )
 
     # --- loops ------------------------------------------------------------------------
 

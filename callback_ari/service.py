@@ -299,7 +299,7 @@ class Service:
         live = {c.id for c in channels}
         for session in list(self.sessions.values()):
             await session.resync()
-        await self.dispatcher.resync(live)
+        await self.dispatcher.resync(channels)
         app_prefix = f"{self.config.general.app},"
         for channel in channels:
             if channel.id in self.sessions or self.dispatcher.owns_channel(channel.id):
