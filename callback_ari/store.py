@@ -15,6 +15,8 @@ Key schema (``<p>`` is ``{prefix}``: the braces are a cluster hash tag, one slot
   <p>:audit            stream  one entry per transition: id queue from to outcome cause attempt ts
                                (entry ids follow the store clock; XADD MAXLEN ~ audit_maxlen)
   <p>:corrupt          set     ids whose hash was found corrupt and dropped from the indexes
+  <p>:dialnum          hash    number -> id of the callback dialing it (any queue): a number
+                               is never called by two callbacks at once
 
 Hash fields (short: keeps the hash a listpack, ~300 bytes): q queue, n number, nm caller_name,
 ch source_channel, j join_time_ms, c created_ms, s state, a attempts, o last_outcome,

@@ -161,9 +161,15 @@ local function audit(id, q, from, to, outcome, cause, attempt)
   end
 end
 
+-- A number is dialled by at most one callback at a time, whatever the queue.
+local function release_number(id, h)
+  if redis.call('HGET', P .. ':dialnum', h.n) == id then redis.call('HDEL', P .. ':dialnum', h.n) end
+end
+
 -- Leave every live index; terminal records keep their hash (with a TTL) for reports.
 local function finish(id, h, to, outcome, cause, keep_outcome)
   local q = h.q
+  release_number(id, h)
   for _, part in ipairs({'ready', 'sched', 'retry', 'dial', 'age'}) do
     redis.call('ZREM', kq(q, part), id)
   end
@@ -262,15 +268,20 @@ if ARGV[9] ~= '' and redis.call('ZCARD', kq(q, 'dial')) >= tonumber(ARGV[9]) the
   return {'full', '', {}, reports}
 end
 local ready = kq(q, 'ready')
+local pos = 0
 for _ = 1, 100 do
-  local top = redis.call('ZRANGE', ready, 0, 0)
+  local top = redis.call('ZRANGE', ready, pos, pos)
   if #top == 0 then break end
   local id = top[1]
   local h, why = load(id)
-  if h and h.s == 'pending' and h.q == q then
+  local other = h and redis.call('HGET', P .. ':dialnum', h.n)
+  if h and h.s == 'pending' and h.q == q and other and other ~= id then
+    pos = pos + 1  -- its number is being called for another callback: next in line, keep it
+  elseif h and h.s == 'pending' and h.q == q then
     if ARGV[8] ~= '' and tonumber(h.j) >= tonumber(ARGV[8]) then
       return {'gated', id, {}, reports}
     end
+    redis.call('HSET', P .. ':dialnum', h.n, id)
     local a = num(tonumber(h.a) + 1)
     local le = num(NOW + tonumber(ARGV[7]))
     redis.call('ZREM', ready, id)
@@ -278,9 +289,10 @@ for _ = 1, 100 do
     redis.call('HSET', kcb(id), 's', 'dialing', 'a', a, 'lo', ARGV[6], 'le', le, 'u', num(NOW))
     audit(id, q, 'pending', 'dialing', '', '', a)
     return {'ok', id, rec(id), reports}
+  else
+    redis.call('ZREM', ready, id)
+    skip(id, h, why, ready, reports)
   end
-  redis.call('ZREM', ready, id)
-  skip(id, h, why, ready, reports)
 end
 return {'none', '', {}, reports}
 """
@@ -313,6 +325,7 @@ if outcome == 'connected' then
   finish(id, h, 'connected', outcome, cause, false)
 elseif ARGV[9] ~= '' and tonumber(h.a) < tonumber(ARGV[10]) then
   local at = num(tonumber(ARGV[9]))
+  release_number(id, h)
   redis.call('ZREM', kq(h.q, 'dial'), id)
   redis.call('ZADD', kq(h.q, 'retry'), at, id)
   redis.call('HSET', kcb(id), 's', 'retry_wait', 'na', at, 'o', outcome, 'ca', cause, 'le', '0',
@@ -383,6 +396,7 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       local h, why = load(id)
       if h and h.s == 'dialing' and h.q == q then
         if tonumber(h.le) <= NOW then
+          release_number(id, h)
           redis.call('ZREM', dial, id)
           redis.call('ZADD', kq(q, 'ready'), num(score(h)), id)
           redis.call('HSET', kcb(id), 's', 'pending', 'lo', '', 'le', '0', 'o', 'error',

@@ -474,3 +474,28 @@ async def test_max_dialing_caps_claims_across_every_owner(store: CallbackStore) 
     third = await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2)
     assert third is not None and third.id not in (first.id, second.id)
     assert await store.claim_next("support", owner="a", lease_ms=30_000, max_dialing=0) is None
+
+
+async def test_a_number_is_never_dialled_by_two_callbacks_at_once(store: CallbackStore) -> None:
+    """The same customer waiting in two queues gets one call at a time, not two."""
+    support = await add(store, "2025550177", join_s_ago=90)
+    sales, _ = await store.enqueue(
+        queue="sales", number="2025550177", caller_name="", source_channel="",
+        join_time_ms=T0 - 80_000, origin=Origin.PHONE,
+    )  # fmt: skip
+    other, _ = await store.enqueue(
+        queue="sales", number="2025550188", caller_name="", source_channel="",
+        join_time_ms=T0 - 10_000, origin=Origin.PHONE,
+    )  # fmt: skip
+    first = await store.claim_next("support", owner="a", lease_ms=30_000)
+    assert first is not None and first.id == support.id
+    # sales' first in line shares the number: it waits, and the next caller is dialled instead
+    second = await store.claim_next("sales", owner="b", lease_ms=30_000)
+    assert second is not None and second.id == other.id
+    assert await store.claim_next("sales", owner="b", lease_ms=30_000) is None
+    await store.record_outcome(
+        first.id, "a", outcome=Outcome.BUSY, cause="BUSY/17", retry_at_ms=T0 + 60_000,
+        max_attempts=3,
+    )  # fmt: skip
+    third = await store.claim_next("sales", owner="b", lease_ms=30_000)
+    assert third is not None and third.id == sales.id
