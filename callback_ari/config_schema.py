@@ -202,6 +202,14 @@ def choice(*options: str) -> Converter:
     return convert
 
 
+def dialing_mode(raw: str) -> str:
+    """Only customer-first dialling exists; agent-first (preview) is refused, not ignored."""
+    value = choice("customer_first", "agent_first")(raw)
+    if value == "agent_first":
+        raise ValueError("agent_first (preview dialling) is not available in this release")
+    return value
+
+
 def name(pattern: str, what: str, *, empty_ok: bool = False) -> Converter:
     """Free text restricted to ``pattern`` (identifiers, hosts, contexts)."""
     rx = re.compile(pattern)
@@ -410,7 +418,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "wrapup_time": integer(0, 3600),
     "priority_boost": integer(0, 86400),
     "on_recall": choice("cancel", "keep"),
-    "dialing_mode": choice("customer_first", "agent_first"),
+    "dialing_mode": dialing_mode,
     "announce_wait": boolean,
 }
 for _prompt in PROMPT_NAMES:

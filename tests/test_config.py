@@ -329,3 +329,10 @@ def test_values_are_typed() -> None:
     assert q.offer_threshold == 0 and q.allow_international is True
     assert q.hours == "weekdays 08:00-18:00"
     assert config.ami.ping_interval == 2.5
+
+
+def test_agent_first_dialling_is_refused_not_silently_ignored() -> None:
+    text = "[ari]\npassword = x\n[ami]\nsecret = y\n[queue:support]\ndialing_mode = agent_first\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    assert "[queue:support] dialing_mode: agent_first" in str(info.value)
