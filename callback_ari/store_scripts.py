@@ -163,7 +163,8 @@ end
 
 -- A number is dialled by at most one callback at a time, whatever the queue.
 local function release_number(id, h)
-  if redis.call('HGET', P .. ':dialnum', h.n) == id then redis.call('HDEL', P .. ':dialnum', h.n) end
+  local key = P .. ':dialnum'
+  if redis.call('HGET', key, h.n) == id then redis.call('HDEL', key, h.n) end
 end
 
 -- Leave every live index; terminal records keep their hash (with a TTL) for reports.
