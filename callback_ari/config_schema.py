@@ -204,7 +204,9 @@ def choice(*options: str) -> Converter:
 
 def dialing_mode(raw: str) -> str:
     """Only customer-first dialling exists; agent-first (preview) is refused, not ignored."""
-    value = choice("customer_first", "agent_first")(raw)
+    value = raw.strip().lower()
+    if value not in ("customer_first", "agent_first"):
+        raise ValueError("must be one of customer_first, agent_first")
     if value == "agent_first":
         raise ValueError("agent_first (preview dialling) is not available in this release")
     return value
