@@ -111,7 +111,7 @@ class Dispatcher:
     def attempts(self) -> list[Attempt]:
         return [a for per_queue in self._in_flight.values() for a in per_queue.values()]
 
-    async def resync(self, channels: list[ev.ChannelInfo]) -> None:
+    async def resync(self, channels: list[ev.ChannelInfo], *, listed_at: float) -> None:
         """After an ARI reconnect, recover what the lost events would have told each attempt.
 
         A vanished channel ends its attempt; a ringing attempt whose channel is up in our app
@@ -120,6 +120,8 @@ class Dispatcher:
         """
         live = {c.id: c for c in channels}
         for attempt in self.attempts():
+            if attempt.started >= listed_at:
+                continue  # originated after the list was taken: its absence means nothing
             if not any(cid in live for cid in attempt.channel_ids):
                 attempt.lost()
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -291,6 +292,7 @@ class Service:
     async def _resync_ari(self) -> None:
         """Hand every channel still in our app back to its flow, or back to the dialplan."""
         assert self.ari is not None and self.dispatcher is not None
+        listed_at = time.monotonic()
         try:
             channels = await self.ari.list_channels()
         except AriError as exc:
@@ -299,14 +301,16 @@ class Service:
         live = {c.id for c in channels}
         for session in list(self.sessions.values()):
             await session.resync()
-        await self.dispatcher.resync(channels)
-        app_prefix = f"{self.config.general.app},"
-        for channel in channels:
-            if channel.id in self.sessions or self.dispatcher.owns_channel(channel.id):
+        await self.dispatcher.resync(channels, listed_at=listed_at)
+        for listed in channels:
+            # The list is already old here (awaits above): a flow may have finished or taken
+            # the channel since. Act only on what a fresh look still shows as ours and unowned.
+            if not self._unowned_in_app(listed):
                 continue
-            if channel.app_name != "Stasis" or not channel.app_data.startswith(app_prefix):
+            channel = await self._fresh_unowned(listed.id)
+            if channel is None:
                 continue
-            args = channel.app_data[len(app_prefix) :].split(",")
+            args = channel.app_data[len(self._app_prefix) :].split(",")
             entry = OfferEntry.from_args(args, self.clock.now_ms())
             if entry is not None and entry.queue in self.config.queues:
                 # We lost this caller's dialogue (restart): start it again from the offer.
@@ -316,6 +320,26 @@ class Service:
                 log.warning("ari.orphan_channel", channel_id=channel.id)
                 self.spawn(self._hangup_quietly(channel.id), name=f"orphan:{channel.id}")
         log.info("ari.resynced", channels=len(live), sessions=len(self.sessions))
+
+    @property
+    def _app_prefix(self) -> str:
+        return f"{self.config.general.app},"
+
+    def _unowned_in_app(self, channel: ev.ChannelInfo) -> bool:
+        """In our Stasis app, and neither an offer session nor a dial attempt holds it."""
+        assert self.dispatcher is not None
+        if channel.id in self.sessions or self.dispatcher.owns_channel(channel.id):
+            return False
+        return channel.app_name == "Stasis" and channel.app_data.startswith(self._app_prefix)
+
+    async def _fresh_unowned(self, channel_id: str) -> ev.ChannelInfo | None:
+        """The channel as ARI shows it now, if it is still in our app with no flow."""
+        assert self.ari is not None
+        try:
+            channel = await self.ari.get_channel(channel_id)
+        except AriError:
+            return None  # gone (hung up, continued and destroyed) or ARI away: nothing to do
+        return channel if self._unowned_in_app(channel) else None
 
     async def _hangup_quietly(self, channel_id: str) -> None:
         assert self.ari is not None
