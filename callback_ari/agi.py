@@ -30,10 +30,16 @@ from callback_ari import offer
 from callback_ari.clock import Clock, SystemClock
 from callback_ari.config import Config
 from callback_ari.errors import AgiError, AgiHangup
-from callback_ari.intake import OfferEntry, number_validator, offer_settings, store_from_dialogue
+from callback_ari.intake import (
+    OfferEntry,
+    number_validator,
+    offer_finished,
+    offer_settings,
+    offer_started,
+    store_from_dialogue,
+)
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
-from callback_ari.phone import mask
 from callback_ari.store import CallbackStore
 
 log = structlog.get_logger(__name__)
@@ -180,13 +186,10 @@ class AgiOfferSession:
     async def run(self) -> str:
         """Run the dialogue to its end; returns the outcome code (as the ARI driver does)."""
         q = self._q
-        self._metrics.offers.labels(q.name, self._entry.entry).inc()
-        hold_s = max(0.0, (self._clock.now_ms() - self._entry.join_time_ms) / 1000)
-        self._metrics.hold_at_offer.labels(q.name).observe(hold_s)
-        log.info(
-            "offer.started", queue=q.name, channel_id=self._agi.env.get("agi_uniqueid", ""),
-            entry=self._entry.entry, frontend="agi", hold_s=round(hold_s, 1),
-            number=mask(self._caller_id),
+        channel_id = self._agi.env.get("agi_uniqueid", "")
+        offer_started(
+            self._metrics, q, self._entry, self._clock.now_ms(), channel_id=channel_id,
+            caller=self._caller_id, frontend="agi",
         )  # fmt: skip
         todo: deque[offer.Action] = deque(self._machine.start())
         try:
@@ -212,8 +215,7 @@ class AgiOfferSession:
             await self._back_to_queue("error")
         if self.result == "running":
             self.result = str(self._machine.result or "abandoned")
-        self._metrics.offer_results.labels(q.name, self.result.split(":")[0]).inc()
-        log.info("offer.finished", queue=q.name, result=self.result, frontend="agi")
+        offer_finished(self._metrics, q, self.result, channel_id=channel_id, frontend="agi")
         return self.result
 
     async def _idle_input(self) -> offer.Event:

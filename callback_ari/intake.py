@@ -74,6 +74,36 @@ def number_validator(q: QueueConfig) -> Callable[[str], str]:
     return validate
 
 
+def offer_started(
+    metrics: Metrics,
+    q: QueueConfig,
+    entry: OfferEntry,
+    now_ms: int,
+    *,
+    channel_id: str,
+    caller: str | None,
+    frontend: str,
+) -> None:
+    """Count an offer and its hold time, and log ``offer.started`` (every front end)."""
+    hold_s = max(0.0, (now_ms - entry.join_time_ms) / 1000)
+    metrics.offers.labels(q.name, entry.entry).inc()
+    metrics.hold_at_offer.labels(q.name).observe(hold_s)
+    log.info(
+        "offer.started", queue=q.name, channel_id=channel_id, entry=entry.entry,
+        frontend=frontend, hold_s=round(hold_s, 1), number=mask(caller),
+    )  # fmt: skip
+
+
+def offer_finished(
+    metrics: Metrics, q: QueueConfig, result: str, *, channel_id: str, frontend: str
+) -> None:
+    """Count how the dialogue ended and log ``offer.finished`` (every front end)."""
+    metrics.offer_results.labels(q.name, result.split(":")[0]).inc()
+    log.info(
+        "offer.finished", queue=q.name, channel_id=channel_id, result=result, frontend=frontend
+    )
+
+
 async def store_request(
     store: CallbackStore,
     metrics: Metrics,

@@ -21,10 +21,16 @@ from callback_ari.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config import QueueConfig
 from callback_ari.errors import AriError, AriNotFound
-from callback_ari.intake import OfferEntry, number_validator, offer_settings, store_from_dialogue
+from callback_ari.intake import (
+    OfferEntry,
+    number_validator,
+    offer_finished,
+    offer_settings,
+    offer_started,
+    store_from_dialogue,
+)
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
-from callback_ari.phone import mask
 from callback_ari.store import CallbackStore
 
 log = structlog.get_logger(__name__)
@@ -94,17 +100,10 @@ class OfferSession:
     async def run(self) -> str:
         """Run the dialogue to its end; returns the machine's result."""
         q = self._q
-        self._metrics.offers.labels(q.name, self._entry.entry).inc()
-        hold_s = max(0.0, (self._clock.now_ms() - self._entry.join_time_ms) / 1000)
-        self._metrics.hold_at_offer.labels(q.name).observe(hold_s)
-        log.info(
-            "offer.started",
-            queue=q.name,
-            channel_id=self.channel_id,
-            entry=self._entry.entry,
-            hold_s=round(hold_s, 1),
-            number=mask(self._channel.caller_number),
-        )
+        offer_started(
+            self._metrics, q, self._entry, self._clock.now_ms(), channel_id=self.channel_id,
+            caller=self._channel.caller_number, frontend="ari",
+        )  # fmt: skip
         try:
             async with asyncio.timeout(self._dialogue_timeout):
                 self._todo.extend(self._machine.start())
@@ -122,8 +121,7 @@ class OfferSession:
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
             await self._back_to_queue("error")
         self.result = self.result if self.result != "running" else str(self._machine.result)
-        self._metrics.offer_results.labels(q.name, self.result.split(":")[0]).inc()
-        log.info("offer.finished", queue=q.name, channel_id=self.channel_id, result=self.result)
+        offer_finished(self._metrics, q, self.result, channel_id=self.channel_id, frontend="ari")
         return self.result
 
     async def _next_input(self) -> None:
