@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from callback_ari.sim.sandbox import Harness, Sandbox
 from callback_ari.simpbx.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,3 +43,25 @@ def shared_asterisk() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"ground truth not found at {SHARED}: tests need ../shared/asterisk")
     return SHARED
+
+
+# -- the real Asterisk 22 sandbox (tests marked `asterisk`) ---------------------------------
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The sandbox PBX named by CBPBX_* (default pbx1); CI must have it, a laptop may not."""
+    box = Sandbox.from_env()
+    reason = box.unavailable()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the real-PBX suite cannot run in CI: {reason}")
+        pytest.skip(reason)
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+async def pbx(sandbox: Sandbox) -> AsyncIterator[Harness]:
+    """A freshly started sandbox Asterisk (clean AstDB, agents idle) and the tests' harness."""
+    sandbox.start()
+    async with Harness(sandbox) as harness:
+        yield harness
