@@ -13,8 +13,8 @@ from callback_ari.clock import Clock
 from callback_ari.config import Config, QueueConfig
 from callback_ari.errors import CallbackAriError
 from callback_ari.hours import BusinessHours
+from callback_ari.masking import mask
 from callback_ari.models import TERMINAL_STATES, Callback, State
-from callback_ari.phone import mask
 from callback_ari.store import ID_RE, CallbackStore
 
 MAX_BODY_BYTES = 16 * 1024

@@ -20,7 +20,7 @@ from callback_ari.config import Config, load_config
 from callback_ari.config_schema import redact_url
 from callback_ari.errors import ApplicationReplaced, ConfigError, StoreUnavailable
 from callback_ari.logs import configure_logging
-from callback_ari.phone import set_masking
+from callback_ari.masking import set_masking
 
 log = structlog.get_logger(__name__)
 
