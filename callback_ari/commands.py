@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -147,10 +149,20 @@ def demo_handler(args: argparse.Namespace) -> int:
     return run_demo(speed=args.speed, seed=args.seed)
 
 
-def register_all() -> None:
-    """Add these commands to the CLI registry."""
-    from callback_ari.cli import register
+class Register(Protocol):
+    """The CLI registry's ``register``: adds one subcommand."""
 
+    def __call__(
+        self,
+        name: str,
+        help: str,
+        add_arguments: Callable[[argparse.ArgumentParser], None],
+        handler: Callable[[argparse.Namespace], int],
+    ) -> None: ...
+
+
+def register_all(register: Register) -> None:
+    """Add these commands to the CLI registry through its ``register``."""
     register("run", "run the service in the foreground", _run_arguments, run_handler)
     register(
         "check", "doctor a live installation (exit 1 on failure)", _check_arguments, check_handler
