@@ -236,12 +236,39 @@ def load_config(
     file = Path(path) if path else Path(DEFAULT_PATH)
     try:
         text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        hint = f"does not exist; start from the example: callback-ari config sample > {file}"
+        raise ConfigError([ConfigProblem("file", str(file), hint)]) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError([ConfigProblem("file", str(file), f"cannot read: {reason}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem("file", str(file), "is not UTF-8 text")]) from exc
     return parse_config(text, os.environ if env is None else env)
+
+
+PLACEHOLDER_PREFIX = "change-me"  # the example's secrets: change-me-to-a-long-random-secret
+
+
+def refuse_placeholders(config: Config) -> None:
+    """Raise ConfigError when a secret still holds the example's ``change-me-...`` placeholder."""
+    problems = []
+    for section, key in sorted(SECRETS):
+        if str(getattr(getattr(config, section), key)).startswith(PLACEHOLDER_PREFIX):
+            hint = (
+                f"still the example's placeholder: set the real one (the {_SECRET_SOURCE[section]})"
+                f" here or in ${env_name(section, key)}"
+            )
+            problems.append(ConfigProblem(section, key, hint))
+    if problems:
+        raise ConfigError(problems)
+
+
+_SECRET_SOURCE = {
+    "ari": "password of this user in ari.conf",
+    "ami": "secret of this user in manager.conf",
+    "http": "token HTTP API clients send",
+}
 
 
 def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
