@@ -335,6 +335,10 @@ class AgiServer:
         self.port: int | None = None
         self.listening = asyncio.Event()  # set once ``port`` is known
 
+    def reconfigure(self, config: Config) -> None:
+        """New connections use ``config``; dialogues in progress keep their settings."""
+        self._config = config
+
     async def serve(self, host: str, port: int) -> None:
         """Serve until cancelled; connections in progress are closed on the way out."""
         async with asyncio.TaskGroup() as tg:

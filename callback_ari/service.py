@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from callback_ari import api, policy
 from callback_ari import ari_events as ev
@@ -32,6 +33,7 @@ from callback_ari.intake import OfferEntry, number_validator
 from callback_ari.metrics import Metrics
 from callback_ari.models import State
 from callback_ari.offer_ari import OfferSession
+from callback_ari.reload import ReloadPlan, plan_reload
 from callback_ari.store import CallbackStore, connect_redis
 from callback_ari.watcher import QueueCaller, QueueWatcher
 from callback_ari.withdrawer import Withdrawer
@@ -81,6 +83,7 @@ class Service:
         self._ami_connects = 0
         self._ami_backlog: list[AmiMessage] | None = None  # events held while resyncing
         self.agi: AgiServer | None = None
+        self._app: web.Application | None = None  # the HTTP API, for reloads
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Service:
         cfg = self.config
         tasks: list[Coroutine[Any, Any, None]] = []
         if cfg.http.enabled:
-            app = api.create_app(
+            app = self._app = api.create_app(
                 store=self.store,
                 config=cfg,
                 metrics=self.metrics,
@@ -186,6 +189,28 @@ class Service:
             in_flight=self.dispatcher.in_flight if self.dispatcher else (lambda _q: 0),
             links=self.readiness(),
         )
+
+    def reload(self, wanted: Config) -> ReloadPlan:
+        """Take from a re-read config what is safe without a restart (SIGHUP).
+
+        Dialogues and dial attempts in progress keep the settings they started with; every
+        decision from now on uses the new ones. What needs a restart is logged and kept.
+        """
+        plan = plan_reload(self.config, wanted)
+        cfg = self.config = plan.config
+        self._hours = {n: BusinessHours.parse(q.hours, q.timezone) for n, q in cfg.queues.items()}
+        self.watcher.set_wrapup({n: q.wrapup_time for n, q in cfg.queues.items()})
+        self.withdrawer.reconfigure(cfg)
+        if self.dispatcher is not None:
+            self.dispatcher.reconfigure(cfg)
+        if self.agi is not None:
+            self.agi.reconfigure(cfg)
+        if self._app is not None:
+            api.reconfigure(self._app, cfg)
+        log.info("config.reloaded", applied=list(plan.applied), kept=len(self.sessions))
+        if plan.needs_restart:
+            log.warning("config.restart_needed", settings=list(plan.needs_restart))
+        return plan
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each link's state."""
