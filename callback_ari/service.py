@@ -31,6 +31,7 @@ from callback_ari.hours import BusinessHours
 from callback_ari.intake import OfferEntry, number_validator
 from callback_ari.metrics import Metrics
 from callback_ari.models import State
+from callback_ari.offer_agi import offer_server
 from callback_ari.offer_ari import OfferSession
 from callback_ari.store import CallbackStore, connect_redis
 from callback_ari.watcher import QueueCaller, QueueWatcher
@@ -165,7 +166,7 @@ class Service:
             )
             tasks.append(api.serve(app, cfg.http.bind, cfg.http.port, listening=self.http_ready))
         if cfg.agi.enabled:
-            self.agi = AgiServer(
+            self.agi = offer_server(
                 store=self.store,
                 config=cfg,
                 metrics=self.metrics,
