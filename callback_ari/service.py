@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
 
-from callback_ari import api, policy
 from callback_ari import ari_events as ev
+from callback_ari import policy
 from callback_ari.agi import AgiServer
 from callback_ari.ami import AmiClient
 from callback_ari.ami_protocol import AmiMessage
@@ -41,14 +41,27 @@ from callback_ari.withdrawer import Withdrawer
 
 log = structlog.get_logger(__name__)
 
+# A server started with the service (the HTTP API): given the running service, the coroutine
+# that serves until cancelled, or None if it is switched off.
+FrontEnd = Callable[["Service"], Coroutine[Any, Any, None] | None]
+
 
 class Service:
-    """One callback-ari instance. ``await Service(config).run()`` until cancelled."""
+    """One callback-ari instance. ``await Service(config).run()`` until cancelled.
+
+    ``front_ends`` (the HTTP API, see ``web.py``) are started with the service's other tasks.
+    """
 
     def __init__(
-        self, config: Config, *, clock: Clock | None = None, metrics: Metrics | None = None
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        front_ends: Sequence[FrontEnd] = (),
     ) -> None:
         self.config = config
+        self._front_ends = tuple(front_ends)
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.owner = config.general.instance_id
@@ -173,20 +186,10 @@ class Service:
             await redis.aclose()
 
     def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
-        """Servers that share the service's life: the HTTP API and the FastAGI front end."""
+        """Servers that share the service's life: the front ends given and the FastAGI server."""
         assert self.store is not None
         cfg = self.config
-        tasks: list[Coroutine[Any, Any, None]] = []
-        if cfg.http.enabled:
-            app = api.create_app(
-                store=self.store,
-                config=cfg,
-                metrics=self.metrics,
-                readiness=self.readiness,
-                clock=self.clock,
-                status=self.status,
-            )
-            tasks.append(api.serve(app, cfg.http.bind, cfg.http.port, listening=self.http_ready))
+        tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
         if cfg.agi.enabled:
             self.agi = offer_server(
                 store=self.store,
@@ -197,18 +200,6 @@ class Service:
             )
             tasks.append(self.agi.serve(cfg.agi.bind, cfg.agi.port))
         return tasks
-
-    async def status(self) -> api.StatusDoc:
-        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
-        assert self.store is not None
-        return await api.build_status(
-            self.store,
-            self.config,
-            self.clock,
-            watcher_view=api.watcher_view_of(self.watcher, self.clock),
-            in_flight=self.dispatcher.in_flight if self.dispatcher else (lambda _q: 0),
-            links=self.readiness(),
-        )
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each link's state."""
