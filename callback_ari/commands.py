@@ -71,12 +71,13 @@ def run_handler(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from callback_ari.service import Service  # heavy imports only for commands that need them
+    from callback_ari.web import http_front_end
 
     async def main() -> None:
         task = asyncio.current_task()
         assert task is not None
         run_until_signal(task)
-        service = Service(config)
+        service = Service(config, front_ends=[http_front_end])
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, reload_config, service, args
