@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from callback_ari.sim.sandbox import Sandbox
-from callback_ari.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLBOX = REPO / "dialplan" / "sandbox" / "installbox"

@@ -11,10 +11,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from callback_ari.commands import reload_config
-from callback_ari.config import Config, parse_config
+from callback_ari.cli.commands import reload_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.logs import reset_logging
-from callback_ari.reload import plan_reload
+from callback_ari.service.reload import plan_reload
 from tests.test_e2e_offer import (
     CALLER_ID,
     CONFIRM,
