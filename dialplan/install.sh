@@ -22,6 +22,7 @@ set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/callback-ari
 CONF=/etc/asterisk/callback_ari.conf
+ENV_FILE=/etc/asterisk/callback_ari.env
 UNIT=/etc/systemd/system/callback-ari.service
 SHARE=/usr/share/callback-ari
 DOC=/usr/share/doc/callback-ari
@@ -149,7 +150,13 @@ fi
 
 # --- systemd ---------------------------------------------------------------------------------
 config_ok() {
-  runuser -u "$USER_NAME" -- "$PREFIX/bin/callback-ari" -c "$CONF" config check --quiet
+  # As the unit will run it: its user, and the secrets of its EnvironmentFile (KEY=VALUE lines).
+  local vars=()
+  if [ -r "$ENV_FILE" ]; then
+    mapfile -t vars < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$ENV_FILE" || true)
+  fi
+  runuser -u "$USER_NAME" -- env "${vars[@]}" "$PREFIX/bin/callback-ari" -c "$CONF" \
+    config check --quiet
 }
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
@@ -162,7 +169,8 @@ if [ -d /run/systemd/system ]; then
     fi
     systemctl --no-pager --lines=0 status callback-ari.service || true
   else
-    say "enabled, not started: fix the problems above in $CONF, then: systemctl start callback-ari"
+    say "enabled, not started: fix the problems above in $CONF (secrets may go in $ENV_FILE),"
+    say "then: systemctl start callback-ari"
   fi
 else
   command -v systemctl >/dev/null && systemctl enable --quiet callback-ari.service

@@ -353,3 +353,34 @@ def test_an_unedited_file_follows_the_new_version(installed: Box) -> None:
     assert f"installed {UNIT}" in output
     assert unit.read_bytes() == (KIT / "callback-ari.service").read_bytes()
     assert not box.path(UNIT + ".dist").exists()
+
+
+def test_with_systemd_running_it_starts_the_service_once_the_config_passes(
+    installed: Box,
+) -> None:
+    """systemd cannot run here: a stand-in systemctl records what the install asks of it."""
+    box = installed
+    stub, log = box.path("/usr/local/sbin/systemctl"), box.path("/tmp/systemctl.log")
+    stub.write_text('#!/bin/sh\necho "$*" >>/tmp/systemctl.log\n[ "$1" != is-active ]\n')
+    stub.chmod(0o755)
+    box.path("/run/systemd/system").mkdir(parents=True)
+    env_file = box.path(ENV_FILE)
+    try:
+        env_file.unlink(missing_ok=True)  # the example's placeholder secrets: not started
+        output = box.install()
+        calls = log.read_text().splitlines()
+        assert calls[:2] == ["daemon-reload", "enable --quiet callback-ari.service"]
+        assert not any(c.startswith(("start", "restart")) for c in calls)
+        assert "[ari] password: still the example's placeholder" in output
+        assert "enabled, not started" in output
+
+        log.unlink()
+        env_file.write_text("CALLBACK_ARI_ARI_PASSWORD=a-real-one\nCALLBACK_ARI_AMI_SECRET=b\n")
+        env_file.chmod(0o600)
+        output = box.install()
+        calls = log.read_text().splitlines()
+        assert "start callback-ari.service" in calls and "started callback-ari" in output
+    finally:
+        stub.unlink()
+        log.unlink(missing_ok=True)
+        box.path("/run/systemd/system").rmdir()
