@@ -3,6 +3,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY callback_ari ./callback_ari
+# callback_ari/dialplan links to dialplan/: the kit and the example config ride in the wheel
+COPY dialplan ./dialplan
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
