@@ -83,14 +83,22 @@ fi
 
 # --- virtualenv from the lock ----------------------------------------------------------------
 [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
-"$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$LOCK"
 # Build from a copy: an in-tree build would leave root-owned build/ and *.egg-info in the checkout.
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
+mkdir "$build/src"
 tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' \
-  --exclude=__pycache__ -cf - . | tar -C "$build" -xf -
-"$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-  --no-build-isolation --force-reinstall "$build"
+  --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$build/src" -xf -
+# Reinstall only what changed since the last run (the lock, this checkout's files).
+stamp=$( { sha256sum "$LOCK"; tar -C "$build/src" --sort=name --mtime=@0 --owner=0 --group=0 \
+  --numeric-owner -cf - . | sha256sum; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ] \
+   || ! "$PREFIX/bin/callback-ari" --version >/dev/null 2>&1; then
+  "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$LOCK"
+  "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation --force-reinstall "$build/src"
+  echo "$stamp" >"$PREFIX/.installed-from"
+fi
 version=$("$PREFIX/bin/callback-ari" --version)
 link=/usr/local/bin/callback-ari
 if [ ! -e "$link" ] || [ "$(readlink "$link")" = "$PREFIX/bin/callback-ari" ]; then
