@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import json
 import logging
+import signal
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -15,6 +19,9 @@ from callback_ari.cli.commands import reload_config
 from callback_ari.config.loader import Config, parse_config
 from callback_ari.logs import reset_logging
 from callback_ari.service.reload import plan_reload
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from tests.harness import KIT
+from tests.test_e2e_crash import config_text, reap, start_service_process
 from tests.test_e2e_offer import (
     CALLER_ID,
     CONFIRM,
@@ -174,3 +181,38 @@ async def test_sighup_handler_applies_the_log_level(
             assert structlog.get_logger().bind().get_effective_level() == logging.ERROR
         finally:
             reset_logging()
+
+
+async def test_sighup_makes_the_running_process_reload_and_it_keeps_running(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """What `systemctl reload` does: SIGHUP to `callback-ari run`, no restart."""
+    async with SimAsterisk(time_scale=0.05, dialplan=KIT) as sim:
+        sim.add_queue("support", ["agent1"])
+        text = config_text(sim, redis_url, instance="hup-1", queue={"max_attempts": 3})
+        path, log = tmp_path / "callback_ari.conf", tmp_path / "service.log"
+        path.write_text(text)
+        proc = await start_service_process(path, log)
+        try:
+
+            async def logged(event: str) -> dict[str, Any]:
+                async with asyncio.timeout(20):
+                    while True:
+                        for line in log.read_text().splitlines():
+                            if f'"event": "{event}"' in line:
+                                return cast(dict[str, Any], json.loads(line))
+                        assert proc.returncode is None, log.read_text()
+                        await asyncio.sleep(0.05)
+
+            await logged("service.started")
+            path.write_text(text.replace("max_attempts = 3", "max_attempts = 4"))
+            proc.send_signal(signal.SIGHUP)
+            reloaded = await logged("config.reloaded")
+            assert reloaded["applied"] == ["[queue:support] max_attempts"]
+            assert proc.returncode is None
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                assert await proc.wait() == 0
+            assert log.read_text().count('"event": "service.started"') == 1  # never restarted
+        finally:
+            await reap(proc)
