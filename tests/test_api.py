@@ -67,7 +67,7 @@ async def _harness(tmp_path: Path, redis_url: str, token: str = TOKEN) -> AsyncI
     redis = aioredis.Redis.from_url(redis_url)
     store = CallbackStore(redis, prefix="t", clock=clock)
     metrics = Metrics()
-    metrics.stored.labels("support", "web")
+    metrics.requested.labels("support", "web")
     links = {"ari": True, "ami": True, "redis": True}
 
     async def status() -> StatusDoc:
@@ -370,7 +370,7 @@ async def test_health_readiness_and_metrics_need_no_token(h: Harness) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert 'callback_stored_total{origin="web",queue="support"} 1.0' in text
+    assert 'callback_requested_total{origin="web",queue="support"} 1.0' in text
 
 
 async def test_status_document_and_page(h: Harness) -> None:

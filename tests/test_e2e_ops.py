@@ -149,14 +149,18 @@ async def test_metrics_count_one_whole_callback_exactly(sim: SimAsterisk, redis_
         assert moved(before, after, "callback_offer_results_total") == {
             "callback_offer_results_total{queue=support,result=stored}": 1
         }
-        assert moved(before, after, "callback_stored_total") == {
-            "callback_stored_total{origin=phone,queue=support}": 1
+        assert moved(before, after, "callback_requested_total") == {
+            "callback_requested_total{origin=phone,queue=support}": 1
         }
+        assert moved(before, after, "callback_finished_total") == {
+            "callback_finished_total{origin=phone,queue=support,state=connected}": 1
+        }
+        assert value(after, "callback_request_to_connected_seconds_count", **q) == 1
         assert moved(before, after, "callback_attempts_total") == {
             "callback_attempts_total{outcome=connected,queue=support}": 1
         }
-        assert value(after, "callback_dispatch_latency_seconds_count", **q) == 1
-        latency = value(after, "callback_dispatch_latency_seconds_sum", **q)
+        assert value(after, "callback_ready_to_dial_seconds_count", **q) == 1
+        latency = value(after, "callback_ready_to_dial_seconds_sum", **q)
         assert 0 <= latency < 5.0  # member ready -> originate sent, on an idle test machine
         assert value(after, "callback_hold_at_offer_seconds_count", **q) == 1
         held = value(after, "callback_hold_at_offer_seconds_sum", **q)
@@ -206,6 +210,10 @@ async def test_readyz_names_ami_while_it_is_down_and_recovers(
         assert body["status"] == "unavailable"
         assert body["down"] == ["ami"]
         assert body["checks"] == {"ari": True, "ami": False, "redis": True}
+        # the metric follows the link at once, not on the next gauge refresh
+        down = await scrape(http, base)
+        assert value(down, "callback_link_up", link="ami") == 0
+        assert value(down, "callback_link_up", link="ari") == 1
         async with http.get(f"{base}/healthz") as resp:
             assert resp.status == 200  # alive, just not ready: no restart wanted
         sim.freeze_ami(False)

@@ -408,6 +408,7 @@ class _Api:
             raise ApiProblem(
                 409, "conflict", "the callback can no longer be cancelled", reason="terminal"
             ) from exc
+        self._metrics.callback_finished(cb, self._clock.now_ms())
         log.info("callback.cancelled", callback_id=cb.id, queue=cb.queue, via="api")
         return _json({"callback": callback_view(cb)})
 
