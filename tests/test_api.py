@@ -135,9 +135,11 @@ async def test_api_requires_the_bearer_token(h: Harness) -> None:
     assert await resp.json() == {"callbacks": [], "next_cursor": None}
 
 
-async def test_api_and_status_page_are_off_without_a_token(tmp_path: Path, redis_url: str) -> None:
+async def test_api_is_off_without_a_token_but_the_health_view_stays(
+    tmp_path: Path, redis_url: str
+) -> None:
     async for h in _harness(tmp_path, redis_url, token=""):
-        for path in ("/api/v1/callbacks", "/api/v1/status", "/"):
+        for path in ("/api/v1/callbacks", "/api/v1/status"):
             resp = await h.client.get(path, headers={"Authorization": "Bearer "})
             assert resp.status == 404
             err = await error_of(resp)
@@ -145,6 +147,12 @@ async def test_api_and_status_page_are_off_without_a_token(tmp_path: Path, redis
         resp = await post(h, {"queue": "support", "number": NUMBER})
         assert resp.status == 404
         assert (await h.client.get("/healthz")).status == 200
+        # the page holds no data itself: it shows health from /readyz, figures need a token
+        page = await h.client.get("/")
+        assert page.status == 200
+        assert 'id="health"' in await page.text()
+        assert (await h.client.get("/static/status.js")).status == 200
+        assert (await h.client.get("/readyz")).status in (200, 503)
 
 
 # --- create: validation ------------------------------------------------------------------

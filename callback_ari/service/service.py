@@ -35,6 +35,7 @@ from callback_ari.service.offer_agi import offer_server
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
 from callback_ari.service.resync import Resync
+from callback_ari.service.trends import Trends
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.service.withdrawer import Withdrawer
 from callback_ari.store.store import CallbackStore, connect_redis
@@ -81,6 +82,9 @@ class Service:
             n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
         }
         self.gauges = Gauges(
+            config=config, metrics=self.metrics, watcher=self.watcher, clock=self.clock
+        )
+        self.trends = Trends(
             config=config, metrics=self.metrics, watcher=self.watcher, clock=self.clock
         )
         self.withdrawer = Withdrawer(
@@ -176,6 +180,7 @@ class Service:
                     tg.create_task(self.withdrawer.run())
                     tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
                     tg.create_task(self._resync.run())
+                    tg.create_task(self.trends.run(self.store))
                     for extra in self.extra_tasks():
                         tg.create_task(extra)
                     self.started.set()
