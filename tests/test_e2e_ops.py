@@ -416,7 +416,7 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
 
             async def sample() -> None:  # the trend buffer's deterministic hook
                 await service.refresh_gauges()
-                await trends.sample(service.store)  # type: ignore[arg-type]
+                await trends.sample(service.store)
 
             await sample()  # nobody yet
             alice = sim.caller_joins("support", "2025551234", "Alice")

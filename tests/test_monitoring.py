@@ -136,3 +136,30 @@ def test_every_alert_and_panel_uses_only_exported_metric_names() -> None:
     used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
     used -= {"callback_ari"}
     assert used <= exported, used - exported
+
+
+def test_compose_monitoring_profile_provisions_prometheus_and_grafana_with_both() -> None:
+    from tests.test_packaging import compose_command
+
+    compose = [*compose_command(), "-f", str(REPO / "docker-compose.yml")]
+    # optional: both services sit in the profile, so a plain `up` starts neither
+    sections = (REPO / "docker-compose.yml").read_text().split("\n  prometheus:\n")[1]
+    prometheus_part, grafana_part = sections.split("\n  grafana:\n")
+    for part in (prometheus_part, grafana_part):
+        assert 'profiles: ["monitoring"]' in part
+    proc = subprocess.run(
+        [*compose, "--profile", "monitoring", "config"], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    for shipped in (
+        "dialplan/monitoring/prometheus.yml", "dialplan/monitoring/alerts.yml",
+        "dialplan/monitoring/grafana/provisioning", "dialplan/monitoring/grafana/callback-ari.json",
+    ):  # fmt: skip
+        assert str(REPO / shipped) in text, shipped
+        assert (REPO / shipped).exists(), shipped
+    prometheus_yml = (MONITORING / "prometheus.yml").read_text()
+    assert "rule_files:\n  - alerts.yml" in prometheus_yml
+    dashboards = (MONITORING / "grafana/provisioning/dashboards/callback-ari.yml").read_text()
+    assert "/var/lib/grafana/dashboards" in dashboards and "/var/lib/grafana/dashboards" in text
