@@ -22,9 +22,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from callback_ari import __version__
 from callback_ari.masking import mask
 from callback_ari.models import State
 from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.ari_handlers import VERSION as ASTERISK_VERSION
 from callback_ari.sim.simpbx.redis_process import free_port
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import (
@@ -171,6 +173,9 @@ async def test_metrics_count_one_whole_callback_exactly(sim: SimAsterisk, redis_
             assert value(after, "callback_link_up", link=link) == 1, link
         assert moved(before, after, "callback_errors_total") == {}
         assert moved(before, after, "callback_reconnects_total") == {}
+        # build info: our version and the Asterisk version GET /asterisk/info reported
+        assert value(after, "callback_build_info", version=__version__,
+                     asterisk_version=ASTERISK_VERSION) == 1  # fmt: skip
     finally:
         await client.aclose()
 
