@@ -34,7 +34,7 @@ with_redis=1
 for arg in "$@"; do
   case "$arg" in
     --no-redis) with_redis=0 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "install: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
