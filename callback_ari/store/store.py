@@ -11,6 +11,7 @@ Key schema (``<p>`` is ``{prefix}``: the braces are a cluster hash tag, one slot
   <p>:q:<Q>:dial       zset    dialing                  score lease_expires_ms
   <p>:q:<Q>:age        zset    every live callback      score created_ms (expiry by age)
   <p>:q:<Q>:nums       hash    number -> id of the one live callback for (queue, number)
+  <p>:q:<Q>:dnc       set     do-not-call numbers (dial form): no abandon follow-up for them
   <p>:q:<Q>:s:<state>  zset    connected|failed|expired|cancelled, score updated_ms (ttl-pruned)
   <p>:audit            stream  one entry per transition: id queue from to outcome cause attempt ts
                                (entry ids follow the store clock; XADD MAXLEN ~ audit_maxlen)
@@ -417,6 +418,33 @@ class CallbackStore:
                 State.CANCELLED.value: cancelled,
             }
         return out
+
+    # --- the per-queue do-not-call list (abandon follow-ups never call these) -------------
+
+    async def dnc_add(self, queue: str, number: str) -> bool:
+        """Put ``number`` (its dial form) on ``queue``'s do-not-call list; False if already on."""
+        _check_queue(queue)
+        added = await self._guard("dnc_add", self._r.sadd(self.key("q", queue, "dnc"), number))
+        return bool(added)
+
+    async def dnc_remove(self, queue: str, number: str) -> bool:
+        """Take ``number`` off the list; False if it was not on it."""
+        _check_queue(queue)
+        gone = await self._guard("dnc_remove", self._r.srem(self.key("q", queue, "dnc"), number))
+        return bool(gone)
+
+    async def dnc_has(self, queue: str, number: str) -> bool:
+        _check_queue(queue)
+        found = await self._guard(
+            "dnc_has", cast(Awaitable[int], self._r.sismember(self.key("q", queue, "dnc"), number))
+        )
+        return bool(found)
+
+    async def dnc_list(self, queue: str) -> builtins.list[str]:
+        """The numbers on ``queue``'s do-not-call list, sorted."""
+        _check_queue(queue)
+        raw = await self._guard("dnc_list", self._r.smembers(self.key("q", queue, "dnc")))
+        return sorted(as_text(n) for n in raw)
 
     async def next_due_ms(self, queue: str) -> int | None:
         """When the earliest retry (or scheduled pending callback) of ``queue`` falls due."""
