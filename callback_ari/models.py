@@ -59,6 +59,7 @@ class Origin(StrEnum):
     PHONE = "phone"  # the ARI offer dialogue
     AGI = "agi"  # the FastAGI offer dialogue
     WEB = "web"  # HTTP API request
+    ABANDON = "abandon"  # follow-up for a caller who hung up while holding (on_abandon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,13 @@ class Callback:
 def originate_channel_id(callback_id: str, attempt: int) -> str:
     """The ARI channel id (;1 half) of attempt ``attempt`` of ``callback_id``."""
     return f"cb-{callback_id}-a{attempt}"
+
+
+def is_attempt_channel(channel_id: str) -> bool:
+    """Whether ``channel_id`` is one of ours (either half of an attempt's Local channel)."""
+    head, _, tail = channel_id.rpartition("-a")
+    attempt = tail[:-2] if tail.endswith("-2") else tail
+    return head.startswith("cb-") and len(head) > 3 and attempt.isdigit()
 
 
 def originate_other_channel_id(callback_id: str, attempt: int) -> str:

@@ -160,6 +160,9 @@ class QueueConfig:
     on_recall: str = "cancel"
     dialing_mode: str = "customer_first"
     announce_wait: bool = True
+    # follow-up for callers who hang up while holding (issue 16)
+    on_abandon: str = "off"
+    abandon_min_hold: int = 30
     prompts: Prompts = field(default_factory=Prompts)
 
 

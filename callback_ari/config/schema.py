@@ -311,6 +311,8 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "on_recall": choice("cancel", "keep"),
     "dialing_mode": dialing_mode,
     "announce_wait": boolean,
+    "on_abandon": choice("off", "callback"),
+    "abandon_min_hold": integer(0, 86400),
 }
 for _prompt in PROMPT_NAMES:
     QUEUE_SCHEMA["prompt_" + _prompt] = str_list(_media)

@@ -28,6 +28,7 @@ from callback_ari.core import policy
 from callback_ari.core.hours import BusinessHours
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
+from callback_ari.service.abandon import AbandonFollowUp
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
 from callback_ari.service.intake import ENTRIES, OfferEntry
@@ -171,6 +172,18 @@ class Service:
                 )
                 self.on_reload(self.dispatcher.reconfigure)
                 self.on_reload(recall.reconfigure)
+                abandon = AbandonFollowUp(
+                    config=cfg,
+                    store=self.store,
+                    metrics=self.metrics,
+                    owns_channel=self.dispatcher.owns_channel,
+                    withdrew=self.withdrawer.withdrew,
+                    offer_open=self._offer_open,
+                    spawn=self.spawn,
+                )
+                self.on_reload(abandon.reconfigure)
+                # before the leave listeners: the withdrawer forgets its callers on leave
+                self.watcher.on_caller_abandon(abandon.caller_abandoned)
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(recall.caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
