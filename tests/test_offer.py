@@ -730,3 +730,18 @@ def test_hash_after_an_auto_submitted_full_length_number_is_not_a_new_try() -> N
     follow = machine.handle(PlaybackDone(invalid_prompt.token))
     assert any(isinstance(a, StartTimer) for a in follow)
     del token
+
+
+def test_position_and_wait_before_the_offer_only_when_switched_on() -> None:
+    """announce_position: "there are <N> calls waiting", the estimate, then the offer."""
+    loud = OfferSettings(prompts=PROMPTS, announce_position=True)
+    machine = OfferMachine(loud, validate, caller_id=CALLER, position=4, wait_s=17 * 60)
+    assert machine.start() == [
+        Play(("sound:position", "number:4", "sound:wait_estimate", "number:20", "sound:offer"),
+             1, True)
+    ]  # fmt: skip
+    first = OfferMachine(loud, validate, caller_id=CALLER, position=1, wait_s=None)
+    assert first.start() == [Play(("sound:position_first", "sound:offer"), 1, True)]
+    # off (the default): the offer alone, whatever is known
+    plain = OfferMachine(SETTINGS, validate, caller_id=CALLER, position=4, wait_s=600)
+    assert plain.start() == [Play(P("offer"), 1, True)]

@@ -62,7 +62,7 @@ async def test_abandoned_caller_is_called_back_and_reaches_an_agent(
     await pbx.device("agent1", "INUSE")  # nobody free: callers hold
     await pbx.device("agent2", "INUSE")
     await pbx.set_global("AGENT_TALK", "2")
-    config = _config(sandbox, redis_url, QUEUE)
+    config = sandbox_config(sandbox, redis_url, QUEUE)
     client, store = await store_for(redis_url, PREFIX)
     try:
         async with running_service(config):
@@ -113,7 +113,7 @@ async def test_caller_withdrawn_for_an_offer_is_no_abandon(
     await pbx.device("agent1", "INUSE")
     await pbx.device("agent2", "INUSE")
     queue = {**QUEUE, "offer_threshold": "3", "withdraw": "yes", "abandon_min_hold": "1"}
-    config = _config(sandbox, redis_url, queue)
+    config = sandbox_config(sandbox, redis_url, queue)
     client, store = await store_for(redis_url, PREFIX)
     try:
         async with running_service(config):
@@ -139,7 +139,7 @@ async def test_caller_withdrawn_for_an_offer_is_no_abandon(
         await client.aclose()
 
 
-def _config(sandbox: Sandbox, redis_url: str, queue: dict[str, str]) -> Config:
+def sandbox_config(sandbox: Sandbox, redis_url: str, queue: dict[str, str]) -> Config:
     text = sandbox.service_config(redis_url, general=GENERAL, queue=queue)
     text = text.replace("[redis]\n", f"[redis]\nprefix = {PREFIX}\n")
     return parse_config(text + "[http]\nenabled = no\n", env={})

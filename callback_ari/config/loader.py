@@ -108,6 +108,8 @@ class Prompts:
     already_pending: tuple[str, ...] = ("sound:auth-thankyou",)
     stored: tuple[str, ...] = ("sound:num-was-successfully", "sound:added")
     wait_estimate: tuple[str, ...] = ("sound:queue-holdtime", "sound:queue-minutes")
+    position: tuple[str, ...] = ("sound:queue-thereare", "sound:queue-callswaiting")
+    position_first: tuple[str, ...] = ("sound:queue-youarenext",)
     returning_to_queue: tuple[str, ...] = ("sound:queue-thankyou",)
     sorry_error: tuple[str, ...] = ("sound:sorry",)
     callback_intro: tuple[str, ...] = ("sound:queue-thankyou",)
@@ -161,6 +163,7 @@ class QueueConfig:
     dialing_mode: str = "customer_first"
     announce_wait: bool = True
     # follow-up for callers who hang up while holding (issue 16)
+    announce_position: bool = False  # position and estimated wait before the offer (issue 16)
     on_abandon: str = "off"
     abandon_min_hold: int = 30
     prompts: Prompts = field(default_factory=Prompts)

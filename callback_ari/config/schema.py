@@ -21,7 +21,8 @@ SECRETS = frozenset({("ari", "password"), ("ami", "secret"), ("http", "token")})
 REQUIRED = (("ari", "password"), ("ami", "secret"))
 PROMPT_NAMES = (
     "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
-    "too_many_tries", "already_pending", "stored", "wait_estimate", "returning_to_queue",
+    "too_many_tries", "already_pending", "stored", "wait_estimate", "position", "position_first",
+    "returning_to_queue",
     "sorry_error", "callback_intro", "callback_press1", "callback_connecting", "goodbye",
 )  # fmt: skip
 MASK = "***"
@@ -311,6 +312,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "on_recall": choice("cancel", "keep"),
     "dialing_mode": dialing_mode,
     "announce_wait": boolean,
+    "announce_position": boolean,
     "on_abandon": choice("off", "callback"),
     "abandon_min_hold": integer(0, 86400),
 }

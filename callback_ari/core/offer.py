@@ -42,7 +42,7 @@ from typing import TypeAlias
 
 import structlog
 
-from callback_ari.core.prompts import DEFAULT_PROMPTS, readback_media, wait_media
+from callback_ari.core.prompts import DEFAULT_PROMPTS, position_media, readback_media, wait_media
 from callback_ari.errors import NumberRejected
 
 __all__ = [
@@ -66,6 +66,7 @@ class OfferSettings:
     response_timeout: float = 8
     max_digits: int = 15
     announce_wait: bool = True
+    announce_position: bool = False  # position (and wait) before the offer
 
     def __post_init__(self) -> None:
         if self.max_tries < 1 or self.max_digits < 1:
@@ -205,8 +206,12 @@ class OfferMachine:
         validate: Callable[[str], str],
         *,
         caller_id: str | None,
+        position: int = 0,
+        wait_s: float | None = None,
     ) -> None:
         self._s = settings
+        self._position = position  # in the queue when the offer began (0 = unknown)
+        self._wait_s = wait_s  # the estimated wait at that position, None if unknown
         self._validate = validate  # raw -> dial-safe number, or raises NumberRejected
         self._caller_id = caller_id or None
         self._state = Step.NEW
@@ -241,7 +246,19 @@ class OfferMachine:
         """Play the offer. Calling it again (or after a hangup) does nothing."""
         if self._state is not Step.NEW:
             return []
-        return self._guarded(None, lambda: self._prompt(Step.OFFER, "offer", interruptible=True))
+        return self._guarded(
+            None, lambda: self._prompt(Step.OFFER, self._offer_media(), interruptible=True)
+        )
+
+    def _offer_media(self) -> tuple[str, ...]:
+        """The offer, after the position and estimated wait when ``announce_position``."""
+        if not self._s.announce_position:
+            return self._s.prompt("offer")
+        where = position_media(
+            self._s.prompt("position"), self._s.prompt("position_first"), self._position
+        )
+        wait = wait_media(self._s.prompt("wait_estimate"), self._wait_s)
+        return where + wait + self._s.prompt("offer")
 
     def handle(self, event: Event) -> list[Action]:
         """Advance on one input; stale or unexpected inputs return ``[]``."""

@@ -31,11 +31,16 @@ stored                 sound:num-was-successfully, sound:added           "The nu
                                                                          successfully... added."
 wait_estimate          sound:queue-holdtime, sound:queue-minutes         "The estimated hold time
                                                                          is currently <N> minutes."
+position               sound:queue-thereare, sound:queue-callswaiting    "There are <N> calls
+                                                                         waiting."
+position_first         sound:queue-youarenext                            "You are next." (at 1)
 returning_to_queue     sound:queue-thankyou                              "Thank you for your
                                                                          patience."
 sorry_error            sound:sorry                                       "We're sorry."
 goodbye                sound:vm-goodbye                                  "Goodbye."
 =====================  ================================================  ===========================
+
+``position`` and ``position_first`` open the offer only with ``announce_position``.
 
 Numbers are spoken by Asterisk itself: the read-back is ``digits:<number>`` (digit by digit,
 a leading ``+`` is not spoken) and the wait estimate inserts ``number:<minutes>`` before the
@@ -49,10 +54,12 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from callback_ari.core.estimator import promise_minutes
+
 PROMPT_NAMES: tuple[str, ...] = (
     "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
-    "too_many_tries", "already_pending", "stored", "wait_estimate", "returning_to_queue",
-    "sorry_error", "goodbye",
+    "too_many_tries", "already_pending", "stored", "wait_estimate", "position", "position_first",
+    "returning_to_queue", "sorry_error", "goodbye",
 )  # fmt: skip
 
 DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -67,6 +74,8 @@ DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "already_pending": ("sound:auth-thankyou",),
         "stored": ("sound:num-was-successfully", "sound:added"),
         "wait_estimate": ("sound:queue-holdtime", "sound:queue-minutes"),
+        "position": ("sound:queue-thereare", "sound:queue-callswaiting"),
+        "position_first": ("sound:queue-youarenext",),
         "returning_to_queue": ("sound:queue-thankyou",),
         "sorry_error": ("sound:sorry",),
         "goodbye": ("sound:vm-goodbye",),
@@ -88,10 +97,27 @@ def readback_media(number: str) -> tuple[str, ...]:
 
 
 def wait_media(prompt: tuple[str, ...], wait_s: float | None) -> tuple[str, ...]:
-    """The wait estimate in whole minutes (at least 1); nothing if unknown or no prompt set."""
+    """The wait estimate in minutes, rounded up (``promise_minutes``); nothing if unknown."""
     if not prompt or wait_s is None or not math.isfinite(wait_s) or wait_s <= 0:
         return ()
-    minutes = f"number:{max(1, math.ceil(wait_s / 60))}"
+    return _with_number(prompt, promise_minutes(wait_s))
+
+
+def position_media(
+    prompt: tuple[str, ...], first: tuple[str, ...], position: int
+) -> tuple[str, ...]:
+    """The caller's queue position, as app_queue says it: "you are next" at 1, else
+    "there are <N> calls waiting"; nothing when the position is unknown (0)."""
+    if position <= 0:
+        return ()
+    if position == 1:
+        return first
+    return _with_number(prompt, position) if prompt else ()
+
+
+def _with_number(prompt: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """``number:<n>`` before the last media (after it when there is only one)."""
+    number = f"number:{n}"
     if len(prompt) == 1:
-        return (*prompt, minutes)
-    return (*prompt[:-1], minutes, prompt[-1])
+        return (*prompt, number)
+    return (*prompt[:-1], number, prompt[-1])

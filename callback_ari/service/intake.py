@@ -62,6 +62,7 @@ def offer_settings(q: QueueConfig) -> offer.OfferSettings:
         digit_timeout=q.digit_timeout,
         response_timeout=q.response_timeout,
         announce_wait=q.announce_wait,
+        announce_position=q.announce_position,
     )
 
 

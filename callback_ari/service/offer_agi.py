@@ -64,7 +64,11 @@ class AgiOfferSession:
         self._clock: Clock = clock or SystemClock()
         self._caller_id = _known(agi.env.get("agi_callerid", "")) or None
         self._machine = offer.OfferMachine(
-            offer_settings(self._q), number_validator(self._q), caller_id=self._caller_id
+            offer_settings(self._q),
+            number_validator(self._q),
+            caller_id=self._caller_id,
+            position=entry.position,
+            wait_s=wait_estimate() if self._q.announce_position else None,
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
         self.result = "running"

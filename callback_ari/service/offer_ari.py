@@ -63,7 +63,11 @@ class OfferSession:
         self._wait_estimate = wait_estimate
         self._events: asyncio.Queue[ev.AriEvent] = asyncio.Queue()
         self._machine = offer.OfferMachine(
-            offer_settings(queue), number_validator(queue), caller_id=channel.caller_number or None
+            offer_settings(queue),
+            number_validator(queue),
+            caller_id=channel.caller_number or None,
+            position=entry.position,
+            wait_s=wait_estimate() if queue.announce_position else None,
         )
         self._todo: deque[offer.Action] = deque()
         self._playback: tuple[str, int] | None = None  # (playback id, token)

@@ -313,7 +313,8 @@ class Service:
             clock=self.clock,
             metrics=self.metrics,
             dialogue_timeout=self.config.general.dialogue_timeout,
-            wait_estimate=lambda: self.watcher.estimated_wait_s(entry.queue, 1),
+            # their turn is the position they left at: the callback keeps it
+            wait_estimate=lambda: self.watcher.estimated_wait_s(entry.queue, entry.position or 1),
         )
         self.sessions[channel.id] = session
         self.spawn(self._run_offer(session, entry), name=f"offer:{channel.id}")
