@@ -84,6 +84,7 @@ class Callback:
     priority: int = 0
     origin: Origin = Origin.PHONE
     position: int = 0  # queue position when the offer was made (informational)
+    reason: str = ""  # from the queue's reason menu ("" = none given)
 
     @property
     def channel_id(self) -> str:

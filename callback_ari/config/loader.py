@@ -110,20 +110,24 @@ class Prompts:
     wait_estimate: tuple[str, ...] = ("sound:queue-holdtime", "sound:queue-minutes")
     position: tuple[str, ...] = ("sound:queue-thereare", "sound:queue-callswaiting")
     position_first: tuple[str, ...] = ("sound:queue-youarenext",)
+    reason_for: tuple[str, ...] = ("sound:for",)
+    reason_press: tuple[str, ...] = ("sound:vm-press",)
     returning_to_queue: tuple[str, ...] = ("sound:queue-thankyou",)
     sorry_error: tuple[str, ...] = ("sound:sorry",)
     callback_intro: tuple[str, ...] = ("sound:queue-thankyou",)
     callback_press1: tuple[str, ...] = ("sound:vm-press", "sound:digits/1")
     callback_connecting: tuple[str, ...] = ("sound:queue-youarenext",)
+    whisper: tuple[str, ...] = ("sound:callback-announce",)
     goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
 
     def as_mapping(self) -> Mapping[str, tuple[str, ...]]:
         """``{prompt name: media URIs}`` for every prompt."""
         return MappingProxyType({f.name: getattr(self, f.name) for f in fields(self)})
 
-    def all_uris(self) -> tuple[str, ...]:
-        """Every media URI used by any prompt, once each, in declaration order."""
-        return tuple(dict.fromkeys(uri for uris in self.as_mapping().values() for uri in uris))
+    def all_uris(self, *, skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """Every media URI used by any prompt but ``skip``, once each, in declaration order."""
+        used = (uris for name, uris in self.as_mapping().items() if name not in skip)
+        return tuple(dict.fromkeys(uri for uris in used for uri in uris))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +168,19 @@ class QueueConfig:
     announce_wait: bool = True
     # follow-up for callers who hang up while holding (issue 16)
     announce_position: bool = False  # position and estimated wait before the offer (issue 16)
+    reasons: tuple[str, ...] = ()  # the reason menu, see core/reasons.py (empty = none)
     on_abandon: str = "off"
     abandon_min_hold: int = 30
     prompts: Prompts = field(default_factory=Prompts)
+
+    def unused_prompts(self) -> frozenset[str]:
+        """Prompts this queue's settings never play (its sounds need not exist)."""
+        unused = set()
+        if not self.reasons:
+            unused |= {"reason_for", "reason_press", "whisper"}
+        if not self.announce_position:
+            unused |= {"position", "position_first"}
+        return frozenset(unused)
 
 
 def _no_queues() -> Mapping[str, QueueConfig]:

@@ -11,6 +11,7 @@ import phonenumbers
 
 from callback_ari.core import phone
 from callback_ari.core.hours import zone
+from callback_ari.core.reasons import parse_reasons
 
 Converter = Callable[[str], object]
 
@@ -22,8 +23,9 @@ REQUIRED = (("ari", "password"), ("ami", "secret"))
 PROMPT_NAMES = (
     "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
     "too_many_tries", "already_pending", "stored", "wait_estimate", "position", "position_first",
-    "returning_to_queue",
-    "sorry_error", "callback_intro", "callback_press1", "callback_connecting", "goodbye",
+    "reason_for", "reason_press", "returning_to_queue",
+    "sorry_error", "callback_intro", "callback_press1", "callback_connecting", "whisper",
+    "goodbye",
 )  # fmt: skip
 MASK = "***"
 
@@ -156,6 +158,13 @@ def _media(raw: str) -> None:
         raise ValueError(
             f"bad media URI {raw!r}: use sound:NAME, recording:NAME, digits:N, number:N or tone:T"
         )
+
+
+def _reasons(raw: str) -> tuple[str, ...]:
+    """``1:billing, 2:technical=sound:custom/tech``: checked whole (digits and names once)."""
+    entries = tuple(p.strip() for p in raw.split(",") if p.strip())
+    parse_reasons(entries)
+    return entries
 
 
 def dial_template(raw: str) -> str:
@@ -313,6 +322,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "dialing_mode": dialing_mode,
     "announce_wait": boolean,
     "announce_position": boolean,
+    "reasons": _reasons,
     "on_abandon": choice("off", "callback"),
     "abandon_min_hold": integer(0, 86400),
 }

@@ -59,7 +59,7 @@ from callback_ari.core.estimator import promise_minutes
 PROMPT_NAMES: tuple[str, ...] = (
     "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
     "too_many_tries", "already_pending", "stored", "wait_estimate", "position", "position_first",
-    "returning_to_queue", "sorry_error", "goodbye",
+    "reason_for", "reason_press", "returning_to_queue", "sorry_error", "goodbye",
 )  # fmt: skip
 
 DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -76,6 +76,8 @@ DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "wait_estimate": ("sound:queue-holdtime", "sound:queue-minutes"),
         "position": ("sound:queue-thereare", "sound:queue-callswaiting"),
         "position_first": ("sound:queue-youarenext",),
+        "reason_for": ("sound:for",),
+        "reason_press": ("sound:vm-press",),
         "returning_to_queue": ("sound:queue-thankyou",),
         "sorry_error": ("sound:sorry",),
         "goodbye": ("sound:vm-goodbye",),

@@ -246,6 +246,7 @@ def callback_view(cb: Callback) -> dict[str, Any]:
         "last_outcome": cb.last_outcome or None,
         "last_cause": cb.last_cause or None,
         "origin": cb.origin.value,
+        "reason": cb.reason,
         "priority": cb.priority,
         "created_at": iso_ms(cb.created_ms),
         "join_time": iso_ms(cb.join_time_ms),

@@ -19,6 +19,7 @@ import redis.exceptions
 from callback_ari.asterisk.ami import AmiClient
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.config.loader import Config
+from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import (
     AmiActionError,
     AmiAuthError,
@@ -128,7 +129,8 @@ class Doctor:
         missing: dict[str, set[str]] = {}
         checked: dict[str, bool] = {}
         for q in self._cfg.queues.values():
-            for uri in q.prompts.all_uris():
+            reason_media = [m for r in parse_reasons(q.reasons) for m in r.media]
+            for uri in (*q.prompts.all_uris(skip=q.unused_prompts()), *reason_media):
                 scheme, _, target = uri.partition(":")
                 if scheme != "sound":
                     continue

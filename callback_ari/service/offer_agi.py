@@ -136,12 +136,12 @@ class AgiOfferSession:
                 self._timer = (self._clock.now_ms() + round(seconds * 1000), token)
             case offer.CancelTimer():
                 self._timer = None
-            case offer.Store(number=number):
+            case offer.Store(number=number, reason=reason):
                 result = await store_from_dialogue(
                     self._store, self._metrics, self._q, number=number,
                     caller_name=_known(self._agi.env.get("agi_calleridname", "")),
                     source_channel=self._agi.env.get("agi_uniqueid", ""), entry=self._entry,
-                    origin=Origin.AGI, wait_estimate=self._wait_estimate,
+                    origin=Origin.AGI, wait_estimate=self._wait_estimate, reason=reason,
                 )  # fmt: skip
                 return self._machine.handle(result)
             case offer.ContinueToQueue(reason=reason):

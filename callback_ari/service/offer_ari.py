@@ -179,8 +179,9 @@ class OfferSession:
                 self._timer = (asyncio.get_running_loop().time() + seconds, token)
             case offer.CancelTimer():
                 self._timer = None
-            case offer.Store(number=number):
-                self._todo.extend(self._machine.handle(await self._store_callback(number)))
+            case offer.Store(number=number, reason=reason):
+                result = await self._store_callback(number, reason)
+                self._todo.extend(self._machine.handle(result))
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
@@ -191,7 +192,7 @@ class OfferSession:
                 with contextlib.suppress(AriError):
                     await self._ari.hangup(self.channel_id)
 
-    async def _store_callback(self, number: str) -> offer.Event:
+    async def _store_callback(self, number: str, reason: str) -> offer.Event:
         return await store_from_dialogue(
             self._store,
             self._metrics,
@@ -202,6 +203,7 @@ class OfferSession:
             entry=self._entry,
             origin=Origin.PHONE,
             wait_estimate=self._wait_estimate,
+            reason=reason,
         )
 
     async def return_without_offer(self, reason: str) -> None:

@@ -26,6 +26,7 @@ from callback_ari.clock import Clock, SystemClock
 from callback_ari.config.loader import Config
 from callback_ari.core import policy
 from callback_ari.core.hours import BusinessHours
+from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
 from callback_ari.service.abandon import AbandonFollowUp
@@ -68,6 +69,8 @@ class Service:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.metrics.declare_queues(config.queues, ENTRIES)
+        for name, q in config.queues.items():
+            self.metrics.declare_reasons(name, (r.name for r in parse_reasons(q.reasons)))
         self.metrics.watch_links(self.readiness)
         self.owner = config.general.instance_id
         self.store: CallbackStore | None = None

@@ -22,7 +22,9 @@ Key schema (``<p>`` is ``{prefix}``: the braces are a cluster hash tag, one slot
 Hash fields (short: keeps the hash a listpack, ~300 bytes): q queue, n number, nm caller_name,
 ch source_channel, j join_time_ms, c created_ms, s state, a attempts, o last_outcome,
 ca last_cause, na next_attempt_ms, lo lease_owner (current or last attempt), le lease_expires_ms
-(0 unless dialing), u updated_ms, pr priority (seconds of boost), or origin, po position.
+(0 unless dialing), u updated_ms, pr priority (seconds of boost), or origin, po position,
+rs reason (the caller's pick from the queue's reason menu; absent when none).
+The audit entry of a new callback also carries its origin and reason.
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ class CallbackStore:
         callback_id: str | None = None,
         next_attempt_ms: int = 0,
         position: int = 0,
+        reason: str = "",
         now_ms: int | None = None,
     ) -> tuple[Callback, bool]:
         """Store a pending callback; (existing, False) if (queue, number) already has a live one.
@@ -236,7 +239,7 @@ class CallbackStore:
         reply = await self._run(
             "enqueue", self._enqueue, now_ms, queue, number, caller_name, source_channel,
             int(join_time_ms), Origin(origin).value, int(priority), int(position),
-            callback_id or "", int(next_attempt_ms),
+            callback_id or "", int(next_attempt_ms), reason,
         )  # fmt: skip
         cb = self._record_from("enqueue", reply)
         return cb, as_text(reply[0]) == "new"
