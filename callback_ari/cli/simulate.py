@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from callback_ari.errors import ExitCode
 from callback_ari.sim.simqueue import SimParams
 from callback_ari.sim.simulate import (
     compare_thresholds,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"callback-ari simulate: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     results = compare_thresholds(params, thresholds, args.seed)
     print(format_table(results))
     if args.plot:
@@ -68,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
                 "callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",
                 file=sys.stderr,
             )
-            return 2
+            return ExitCode.USAGE
         print(f"plot written to {path}")
-    return 0
+    return ExitCode.OK
