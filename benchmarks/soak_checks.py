@@ -244,8 +244,7 @@ def call_rows(
             "service never hangs up a call that is talking to an agent",
             "every DELETE /channels by a service",
             len(cut),
-            cut,
-            known_issue="periodic ARI resync acts on a stale channel list (service._resync_ari)",
+            cut,  # fixed in ea8a3b0 (resync re-checks before it acts): judged again
         )
     )
     rows.append(
