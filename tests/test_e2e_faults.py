@@ -467,6 +467,7 @@ async def second_socket(sim: SimAsterisk, session: aiohttp.ClientSession) -> Any
     )
 
 
+@pytest.mark.expect_errors("ari.application_replaced")
 async def test_application_replaced_stops_the_service_with_a_clear_message(
     sim: SimAsterisk, redis_url: str
 ) -> None:

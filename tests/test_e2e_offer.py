@@ -446,6 +446,7 @@ async def test_silence_or_2_at_the_offer_returns_to_queue(redis_url: str, key: s
         assert await pbx.callbacks() == []
 
 
+@pytest.mark.expect_errors("offer.store_failed")
 async def test_redis_down_plays_sorry_and_returns_to_queue() -> None:
     redis = RedisProcess()
     redis.start()

@@ -99,6 +99,7 @@ def test_stdlib_warnings_go_through_the_same_output() -> None:
     assert line["event"] == "lost redis://:***@r:6379 (reset)"
 
 
+@pytest.mark.expect_errors("service.crashed")
 def test_exceptions_are_rendered_in_json() -> None:
     out = io.StringIO()
     configure_logging("json", stream=out)

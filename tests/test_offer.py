@@ -620,6 +620,7 @@ def test_hangup_during_stored_confirmation_keeps_stored() -> None:
 # --- faults never strand the caller ----------------------------------------------------------
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_a_crashing_validator_sends_the_caller_back_to_the_queue() -> None:
     def broken(raw: str) -> str:
         raise RuntimeError("bug")
@@ -632,6 +633,7 @@ def test_a_crashing_validator_sends_the_caller_back_to_the_queue() -> None:
     assert call.press("1") == []
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_a_validator_returning_garbage_is_not_read_back_or_stored() -> None:
     call = Call(None, check=lambda raw: "call me")
     call.start()
@@ -643,6 +645,7 @@ def test_a_validator_returning_garbage_is_not_read_back_or_stored() -> None:
     assert call.stores == []
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_fault_during_playback_stops_it_first() -> None:
     def broken(raw: str) -> str:
         raise RuntimeError("bug")
@@ -656,6 +659,7 @@ def test_fault_during_playback_stops_it_first() -> None:
     assert call.machine.done
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_fault_after_storing_still_releases_the_caller() -> None:
     call = at_confirm()
     call.press("1")

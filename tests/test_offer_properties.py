@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note_outcome
 from hypothesis import strategies as st
@@ -197,6 +198,7 @@ def to_events(checker: Checker, move: tuple[str, object]) -> list[Event]:
     return [Hangup()]
 
 
+@pytest.mark.expect_errors("offer.machine_error")  # the injected validator crash
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     opening=st.one_of(random_scripts, cooperative_scripts()),
