@@ -357,13 +357,15 @@ class QueueConfig:
         3, integer(1, 10),
         "Wrong entries a caller may make in the dialogue before returning to the queue.",
     )  # fmt: skip
-    digit_timeout: int = setting(
-        5, integer(1, 60),
-        "Seconds between keyed digits before the number counts as complete.",
+    digit_timeout: float = setting(
+        5.0, number(0.1, 60),
+        "Seconds between keyed digits before the number counts as complete (fractions "
+        "allowed).",
     )  # fmt: skip
-    response_timeout: int = setting(
-        8, integer(1, 120), "Seconds of silence after a menu before it is repeated."
-    )
+    response_timeout: float = setting(
+        8.0, number(0.1, 120),
+        "Seconds of silence after a menu before it is repeated (fractions allowed).",
+    )  # fmt: skip
     connect_context: str = setting(
         "callback-connect", CONTEXT,
         "Dialplan context a confirmed callback is continued into (extension = queue name); see "
