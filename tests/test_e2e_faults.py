@@ -524,6 +524,7 @@ async def cli_run(
             await proc.wait()
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 async def test_cli_run_exits_4_when_another_socket_takes_the_app(
     sim: SimAsterisk, redis_url: str, tmp_path: Path
 ) -> None:
@@ -543,6 +544,7 @@ async def test_cli_run_exits_4_when_another_socket_takes_the_app(
     assert "Traceback" not in message
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 async def test_cli_run_without_redis_prints_one_line_and_exits_3(
     sim: SimAsterisk, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ def test_erlang_c_matches_known_values() -> None:
     assert erlang_c_wait(1.0, 10.0, 10) == math.inf
 
 
+@pytest.mark.slow  # long simulated runs: ~6 s each
 @pytest.mark.parametrize("utilisation", [0.7, 0.8, 0.9])
 def test_baseline_average_wait_agrees_with_erlang_c(utilisation: float) -> None:
     rate_per_s = utilisation * AGENTS / HANDLE_S
