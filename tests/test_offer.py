@@ -748,3 +748,12 @@ def test_a_result_carries_a_reason_exactly_when_continued() -> None:
         OfferResult(Outcome.CONTINUED)
     with pytest.raises(ValueError, match="reason"):
         OfferResult(Outcome.STORED, reason=Reason.ERROR)
+
+
+def test_the_metric_labels_are_the_result_enums() -> None:
+    from callback_ari.metrics import OFFER_RESULTS
+
+    labels = {o.value for o in Outcome if o is not Outcome.CONTINUED} | {r.value for r in Reason}
+    assert labels == set(OFFER_RESULTS)
+    assert OfferResult.continued(Reason.DECLINED).label == "declined"
+    assert OfferResult(Outcome.STORED, "+12025550143", "7").label == "stored"

@@ -107,9 +107,11 @@ class GeneralConfig:
         "The least severe level that is logged.",
     )  # fmt: skip
     log_format: str = setting(
-        "auto", choice("auto", "json", "console"),
-        "json (JSON lines), console (coloured, for humans) or auto (console on a terminal, JSON "
-        "otherwise). --log-format overrides it.",
+        "auto", choice("auto", "json", "console", "journal"),
+        "json (JSON lines), console (coloured, for humans), journal (JSON lines prefixed with "
+        "the syslog priority, <3> for errors, so journalctl -p works) or auto (console on a "
+        "terminal, JSON otherwise; under systemd, whenever stdout is the journal, lines get the "
+        "prefix). --log-format overrides it.",
     )  # fmt: skip
     lease_seconds: int = setting(
         60, integer(5, 3600),

@@ -200,6 +200,11 @@ class OfferResult:
     def continued(cls, reason: ContinueReason, number: str | None = None) -> OfferResult:
         return cls(OfferOutcome.CONTINUED, number, reason=reason)
 
+    @property
+    def label(self) -> str:
+        """The metrics label: the reason of a continued result, else the outcome."""
+        return (self.reason or self.outcome).value
+
     def __str__(self) -> str:
         """The log form: ``stored``, ``existing``, ``continued:<reason>`` or ``abandoned``."""
         if self.reason is not None:

@@ -104,7 +104,7 @@ def offer_finished(
     frontend: str,
 ) -> None:
     """Count how the dialogue ended and log ``offer.finished`` (every front end)."""
-    metrics.offer_results.labels(q.name, result.outcome.value).inc()
+    metrics.offer_ended(q.name, result.label)
     log.info(
         "offer.finished", queue=q.name, channel_id=channel_id, result=str(result), frontend=frontend
     )
@@ -139,7 +139,7 @@ async def store_request(
         position=position,
     )
     if created:
-        metrics.stored.labels(q.name, origin.value).inc()
+        metrics.requested.labels(q.name, origin.value).inc()
         log.info(
             "callback.stored",
             callback_id=cb.id,
