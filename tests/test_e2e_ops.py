@@ -402,6 +402,7 @@ def chart_pixels(png: Path, rect: dict[str, float], color: str) -> int:
         )
 
 
+@pytest.mark.slow  # a headless browser
 async def test_status_page_shows_pending_callback_and_holding_caller(
     sim: SimAsterisk, redis_url: str
 ) -> None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 INNER = """
 import logging
 
@@ -48,6 +50,7 @@ def test_warnings_pass():
 """
 
 
+@pytest.mark.slow  # pytest in a subprocess
 def test_unexpected_error_events_fail_the_test(tmp_path: Path) -> None:
     conftest = Path(__file__).with_name("conftest.py").read_text(encoding="utf-8")
     (tmp_path / "conftest.py").write_text(conftest, encoding="utf-8")
