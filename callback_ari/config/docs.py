@@ -49,11 +49,20 @@ EXAMPLE_HEAD = """\
 ;
 ; Syntax is Asterisk's: [section] headers, "key = value" or "key => value",
 ; keys are case-insensitive, ";" starts a comment anywhere on a line (write \\;
-; for a literal semicolon), ";-- ... --;" is a block comment, and a line that
-; starts with "#" is a comment (#include is NOT supported). Lists are comma
+; for a literal semicolon), ";-- ... --;" is a block comment. Lists are comma
 ; separated; list keys (allow_patterns, deny_patterns, sentinels, prompt_*)
 ; may also be repeated, one item per line. Booleans: yes/no, true/false, on/off,
 ; 1/0. Durations are whole seconds unless noted.
+;
+; As in Asterisk's own files: "#include file" reads another file there
+; (relative names from this file's folder, wildcards allowed:
+; #include callback_ari.d/*.conf), "#tryinclude file" the same if it exists.
+; Templates: "[base](!)" holds shared settings, "[queue:sales](base)" starts
+; from them and its own lines win; "(base,evenings)" takes several in order,
+; "[queue:sales](+)" adds to a section written earlier.
+;
+; After editing: systemctl reload callback-ari (queue settings, prompts and
+; the log level apply at once; what needs a restart is logged).
 ;
 ; Environment overrides
 ; ---------------------
