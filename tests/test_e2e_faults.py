@@ -350,6 +350,7 @@ async def test_ami_drop_resyncs_queue_state_and_resends_nothing(
         assert all(a.action != "Getvar" for a in sim.ami_actions)
 
 
+@pytest.mark.slow  # waits out AMI ping timeouts
 async def test_half_open_ami_is_detected_by_ping_and_reconnected(
     sim: SimAsterisk, redis_url: str
 ) -> None:

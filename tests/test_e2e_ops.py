@@ -198,6 +198,7 @@ async def wait_readyz(http: aiohttp.ClientSession, base: str, status: int) -> di
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # waits out an AMI outage and its backoff
 async def test_readyz_names_ami_while_it_is_down_and_recovers(
     sim: SimAsterisk, redis_url: str
 ) -> None:
