@@ -246,6 +246,10 @@ class AriClient:
         params = {"context": context, "extension": extension, "priority": str(int(priority))}
         await self._request("POST", f"/channels/{_seg(channel_id)}/continue", params)
 
+    async def continue_next(self, channel_id: str) -> None:
+        """Leave Stasis and go on at the priority after the ``Stasis()`` line (no target)."""
+        await self._request("POST", f"/channels/{_seg(channel_id)}/continue")
+
     async def get_variable(self, channel_id: str, name: str) -> str | None:
         """A channel variable or function value; None when unset. AriNotFound if the
         channel is gone (both are 404; only the message tells them apart)."""
