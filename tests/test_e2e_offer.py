@@ -280,6 +280,33 @@ async def test_accept_with_caller_id_stores_it_and_returns_callback_status(
         assert pbx.sim.originates == []  # every agent is busy: nobody is dialled yet
 
 
+async def test_queue_language_is_asked_for_on_every_prompt(redis_url: str) -> None:
+    """language = es: every play of the dialogue (sounds, the read-back digits, the wait
+    estimate) carries lang=es, so Asterisk picks sounds/es and its Spanish say-number."""
+    async with scenario(redis_url, queue={"language": "es"}) as pbx:
+        alice = await asks_for_callback(pbx)
+        alice.press("1")
+        await alice.hears_out(callerid_readback(CALLER_ID))
+        await alice.hears_out(CONFIRM)
+        alice.press("1")
+        await alice.hears(STORED)
+        await pbx.idle()
+        plays = [
+            r.query
+            for r in pbx.sim.requests
+            if r.method == "POST" and r.path == f"/ari/channels/{alice.id}/play"
+        ]
+        assert len(plays) == 4
+        assert {q.get("lang") for q in plays} == {"es"}
+
+
+async def test_channel_language_is_left_alone_without_a_queue_language(redis_url: str) -> None:
+    async with scenario(redis_url) as pbx:
+        await asks_for_callback(pbx)  # the offer is playing
+        plays = [r.query for r in pbx.sim.requests if r.path.endswith("/play")]
+        assert plays and all("lang" not in q for q in plays)
+
+
 async def test_press_2_at_caller_id_menu_enters_another_number(redis_url: str) -> None:
     async with scenario(redis_url) as pbx:
         alice = await asks_for_callback(pbx)

@@ -146,6 +146,7 @@ class QueueConfig:
     timezone: str = "UTC"
     after_hours: str = "carry_over"
     region: str = "US"
+    language: str = ""  # empty: the channel's own language (CHANNEL(language))
     allow_international: bool = False
     allow_patterns: tuple[str, ...] = ()
     deny_patterns: tuple[str, ...] = ()

@@ -83,6 +83,8 @@ class AgiOfferSession:
         todo: deque[offer.Action] = deque(self._machine.start())
         try:
             async with asyncio.timeout(self._dialogue_timeout):
+                if q.language:  # AGI plays and says numbers in the channel's language
+                    await self._agi.command("SET", "VARIABLE", "CHANNEL(language)", q.language)
                 # The last actions (continue, hang up) come with the machine already done.
                 while self.result == "running" and (todo or not self._machine.done):
                     if todo:

@@ -165,7 +165,7 @@ class OfferSession:
                 playback_id = f"{self.channel_id}-o{token}"
                 self._playback = (playback_id, token)
                 try:
-                    await self._ari.play(self.channel_id, media, playback_id)
+                    await self._ari.play(self.channel_id, media, playback_id, self._q.language)
                 except AriNotFound:
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
