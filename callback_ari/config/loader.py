@@ -27,6 +27,7 @@ from callback_ari.config.schema import (
     schema_for,
 )
 from callback_ari.core.hours import BusinessHours
+from callback_ari.core.prompts import language_defaults
 from callback_ari.errors import ConfigError, ConfigProblem
 
 DEFAULT_PATH = "/etc/asterisk/callback_ari.conf"
@@ -286,7 +287,8 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     queues: dict[str, QueueConfig] = {}
     for section in queue_sections:
         values = dict(converted[section])
-        prompts = {k[7:]: values.pop(k) for k in list(values) if k.startswith("prompt_")}
+        explicit = {k[7:]: values.pop(k) for k in list(values) if k.startswith("prompt_")}
+        prompts = {**language_defaults(str(values.get("language", ""))), **explicit}
         name = section[len(QUEUE_PREFIX) :]
         queues[name] = QueueConfig(name=name, prompts=Prompts(**prompts), **values)
     c = converted
