@@ -69,6 +69,19 @@ def asterisk_log(pbx: Harness) -> str:
     return Path(pbx.sandbox.facts()["CBPBX_LOG"], "full.log").read_text(errors="replace")
 
 
+def announcement_files(pbx: Harness, lang: str) -> tuple[bytes, bytes]:
+    """callback-announce.gsm in ``lang`` and the three stock files it should consist of."""
+    # Debian's directories behind sounds/en and sounds/es (en links through /etc/alternatives,
+    # which only resolves inside the chroot).
+    folder = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison"}[lang]
+    sounds = Path(pbx.sandbox.facts()["CBPBX_ROOT"], "usr/share/asterisk/sounds", folder)
+    parts = ("queue-periodic-announce.gsm", "vm-press.gsm", "digits/1.gsm")
+    return (
+        (sounds / "callback-announce.gsm").read_bytes(),
+        b"".join((sounds / part).read_bytes() for part in parts),
+    )
+
+
 def pbx_side(caller: str) -> str:
     return caller + "-pbx"
 
@@ -218,3 +231,17 @@ async def test_check_verifies_every_prompt_in_the_queue_language(
         assert f"asterisk-core-sounds-{language}" in prompts.fix
     else:
         assert prompts.detail.endswith(f"present in {language}")
+
+
+async def test_periodic_announcement_is_built_from_stock_sounds_in_each_language(
+    pbx: Harness,
+) -> None:
+    """queues_callback.conf's periodic-announce = callback-announce exists in en and es
+    (dialplan/callback-announce, run by the sandbox as README step 5 says) and is the stock
+    announcement followed by "press" "1": its size is the sum of the three files."""
+    sound = await pbx.rest("GET", "/sounds/callback-announce")
+    languages = {f["language"] for f in sound["formats"] if f["format"] == "gsm"}
+    assert {"en", "es"} <= languages
+    for lang in ("en", "es"):
+        built, parts = announcement_files(pbx, lang)
+        assert built == parts
