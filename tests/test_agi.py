@@ -353,6 +353,16 @@ async def test_international_number_is_read_back_when_the_queue_allows_it(redis_
         assert [cb.number for cb in await rig.records()] == ["+442079460018"]
 
 
+async def test_queue_language_is_set_on_the_channel_before_anything_plays(
+    redis_url: str,
+) -> None:
+    """STREAM FILE and SAY DIGITS use the channel's language: the session sets it first."""
+    async with rig_on(redis_url, parse_config(CONFIG + "language = es\n", {})) as rig:
+        peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "hangup"))
+        assert peer.commands[0] == "SET VARIABLE CHANNEL(language) es"
+        assert peer.commands[1:3] == OFFER[:2]
+
+
 async def test_emergency_caller_id_is_not_offered_for_confirmation(rig: Rig) -> None:
     peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "hangup"), callerid="911")
     assert peer.commands == OFFER + MENU + ENTER + MENU
