@@ -281,9 +281,9 @@ async def test_accept_with_caller_id_stores_it_and_returns_callback_status(
 
 
 async def test_queue_language_is_asked_for_on_every_prompt(redis_url: str) -> None:
-    """language = es: every play of the dialogue (sounds, the read-back digits, the wait
-    estimate) carries lang=es, so Asterisk picks sounds/es and its Spanish say-number."""
-    async with scenario(redis_url, queue={"language": "es"}) as pbx:
+    """language = fr: every play of the dialogue (sounds, the read-back digits, the wait
+    estimate) carries lang=fr, so Asterisk picks sounds/fr and its French say-number."""
+    async with scenario(redis_url, queue={"language": "fr"}) as pbx:
         alice = await asks_for_callback(pbx)
         alice.press("1")
         await alice.hears_out(callerid_readback(CALLER_ID))
@@ -297,7 +297,7 @@ async def test_queue_language_is_asked_for_on_every_prompt(redis_url: str) -> No
             if r.method == "POST" and r.path == f"/ari/channels/{alice.id}/play"
         ]
         assert len(plays) == 4
-        assert {q.get("lang") for q in plays} == {"es"}
+        assert {q.get("lang") for q in plays} == {"fr"}
 
 
 async def test_channel_language_is_left_alone_without_a_queue_language(redis_url: str) -> None:
