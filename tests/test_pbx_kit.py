@@ -183,14 +183,18 @@ async def test_booked_callback_returns_callback_status_to_the_route(
     await agents_away(pbx)
     async with running_service(pbx, redis_url, tmp_path):
         mark = len(pbx.watch.ami)
-        await book_callback(pbx)
+        caller = await book_callback(pbx)
         async with asyncio.timeout(20):
             result = await route_result(pbx, "support", mark)
         assert result["QueueStatus"] == "CALLBACK"
         assert await pbx.getvar("ROUTE_support") == "CALLBACK"
-        assert not pbx.ami_events("UserEvent", mark) or all(
-            m.get("UserEvent") != "RouteFailover" for m in pbx.ami_events("UserEvent", mark)
-        )
+        async with asyncio.timeout(20):  # the route says goodbye and hangs up
+            await pbx.wait_ami(
+                lambda m: m.get("Event") == "Hangup" and m.get("Uniqueid") == pbx_side(caller),
+                since=mark,
+            )
+        events = [m.get("UserEvent") for m in pbx.ami_events("UserEvent", mark)]
+        assert "RouteFailover" not in events
 
 
 async def test_spanish_queue_plays_spanish_prompts(
