@@ -37,6 +37,7 @@ from callback_ari.config.settings import (
     schema_for,
 )
 from callback_ari.core.hours import BusinessHours
+from callback_ari.core.prompts import language_defaults
 from callback_ari.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -157,11 +158,12 @@ def _validate(
     queues: dict[str, QueueConfig] = {}
     for section in queue_sections:
         values = dict(converted[section])
-        prompts = {
+        explicit = {
             k.removeprefix(PROMPT_PREFIX): values.pop(k)
             for k in list(values)
             if k.startswith(PROMPT_PREFIX)
         }
+        prompts = {**language_defaults(str(values.get("language", ""))), **explicit}
         name = section[len(QUEUE_PREFIX) :]
         queues[name] = QueueConfig(name=name, prompts=Prompts(prompts), **values)
     c = converted

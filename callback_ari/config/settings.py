@@ -336,6 +336,14 @@ class QueueConfig:
         "Two-letter region for reading numbers without a country code and deciding what is "
         "domestic (US, GB, DE, ...).",
     )  # fmt: skip
+    language: str = setting(
+        "", check.name(r"[A-Za-z0-9_]+", "an Asterisk language code like en, es, fr_FR",
+                       empty_ok=True),
+        "Language of the prompts, the read-back number and the wait estimate (Asterisk's "
+        "sounds/<language>/ and its own say-number rules): en, es, fr, it, ru... Empty = the "
+        "caller's channel language (CHANNEL(language), usually set by the PBX per trunk or "
+        "route).",
+    )  # fmt: skip
     allow_international: bool = setting(
         False, boolean,
         "Allow numbers outside region (dialled as +E.164). Even with an allow pattern an "
