@@ -275,6 +275,8 @@ class PendingView(TypedDict):
     state: str
     attempts: int
     next_attempt_at: str | None  # ISO-8601 UTC; None = as soon as a member is ready
+    origin: str  # phone, agi, web, abandon
+    reason: str  # the caller's pick from the reason menu ("" = none)
 
 
 class OutcomeView(TypedDict):
@@ -387,6 +389,8 @@ def status_doc(
                 "next_attempt_at": (
                     iso_ms(cb.next_attempt_ms) if cb.next_attempt_ms > now_ms else None
                 ),
+                "origin": cb.origin.value,
+                "reason": cb.reason,
             }
             for cb in held.pending
         ]
