@@ -34,7 +34,6 @@ from callback_ari.api_schema import (
     ApiProblem,
     StatusDoc,
     WatcherView,
-    build_status,
     callback_view,
     watcher_view_of,
 )
@@ -48,9 +47,11 @@ from callback_ari.errors import (
     StoreError,
 )
 from callback_ari.intake import store_request
+from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import LIVE_STATES, Origin
-from callback_ari.phone import NumberPolicy, mask, validate_number
+from callback_ari.phone import NumberPolicy, validate_number
+from callback_ari.status import build_status
 from callback_ari.store import ID_RE, CallbackStore
 
 __all__ = [

@@ -13,9 +13,9 @@ from callback_ari.clock import Clock
 from callback_ari.config import Config, QueueConfig
 from callback_ari.errors import CallbackAriError
 from callback_ari.hours import BusinessHours
-from callback_ari.models import TERMINAL_STATES, Callback, State
-from callback_ari.phone import mask
-from callback_ari.store import ID_RE, CallbackStore
+from callback_ari.masking import mask
+from callback_ari.models import Callback, State
+from callback_ari.store import ID_RE
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_LIMIT = 500
@@ -310,28 +310,34 @@ class StatusDoc(TypedDict):
 
 
 class WatcherView(TypedDict):
-    """Live queue data the service supplies per queue to ``build_status``."""
+    """Live queue data the service supplies per queue to ``status_doc``."""
 
     ready_members: int
-    callers: list[CallerView]  # ``caller`` may be raw: build_status masks it
+    callers: list[CallerView]  # ``caller`` may be raw: status_doc masks it
 
 
 PENDING_SHOWN = 50
 OUTCOMES_SHOWN = 10
 
 
-async def build_status(
-    store: CallbackStore,
+@dataclass(frozen=True, slots=True)
+class QueueRecords:
+    """What the store holds for one queue's status: live and recently finished callbacks."""
+
+    pending: Sequence[Callback]  # dialing first, then retry_wait, then pending
+    finished: Sequence[Callback]  # the tail of each terminal state, in any order
+
+
+def status_doc(
     config: Config,
-    clock: Clock,
+    now_ms: int,
+    records: Mapping[str, QueueRecords],
     *,
     watcher_view: Callable[[str], WatcherView | Mapping[str, Any]],
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
 ) -> StatusDoc:
-    """The status document: live queue data from the caller, pending and outcomes from Redis."""
-    now = clock.now_ms()
-    counts = await store.counts()
+    """The status document from live queue data and what the store holds (no I/O)."""
     queues: list[QueueStatusView] = []
     for name in config.queues:
         live = watcher_view(name)
@@ -344,21 +350,19 @@ async def build_status(
             }
             for c in live.get("callers", [])
         ]
-        pending: list[PendingView] = []
-        for state in (State.DIALING, State.RETRY_WAIT, State.PENDING):
-            for cb in await store.list(queue=name, state=state, limit=PENDING_SHOWN):
-                pending.append(
-                    {
-                        "id": cb.id,
-                        "number": mask(cb.number),
-                        "state": cb.state.value,
-                        "attempts": cb.attempts,
-                        "next_attempt_at": (
-                            iso_ms(cb.next_attempt_ms) if cb.next_attempt_ms > now else None
-                        ),
-                    }
-                )
-        outcomes = await _last_outcomes(store, name, counts.get(name, {}))
+        held = records.get(name, QueueRecords((), ()))
+        pending: list[PendingView] = [
+            {
+                "id": cb.id,
+                "number": mask(cb.number),
+                "state": cb.state.value,
+                "attempts": cb.attempts,
+                "next_attempt_at": (
+                    iso_ms(cb.next_attempt_ms) if cb.next_attempt_ms > now_ms else None
+                ),
+            }
+            for cb in held.pending
+        ]
         queues.append(
             {
                 "name": name,
@@ -366,11 +370,11 @@ async def build_status(
                 "callers": callers,
                 "pending": pending[:PENDING_SHOWN],
                 "in_flight": in_flight(name),
-                "last_outcomes": outcomes,
+                "last_outcomes": last_outcomes(held.finished),
             }
         )
     return {
-        "generated_at": iso_ms(now),
+        "generated_at": iso_ms(now_ms),
         "instance": config.general.instance_id,
         "links": {
             "ari": bool(links.get("ari")),
@@ -381,20 +385,9 @@ async def build_status(
     }
 
 
-async def _last_outcomes(
-    store: CallbackStore, queue: str, counts: Mapping[str, int]
-) -> list[OutcomeView]:
-    """The most recently finished callbacks of ``queue``, newest first.
-
-    Terminal states are listed oldest update first, so each state's tail is read.
-    """
-    finished: list[Callback] = []
-    for state in TERMINAL_STATES:
-        n = counts.get(state.value, 0)
-        if n:
-            cursor = max(0, n - OUTCOMES_SHOWN)
-            finished += await store.list(queue, state, limit=OUTCOMES_SHOWN, cursor=cursor)
-    finished.sort(key=lambda cb: cb.updated_ms, reverse=True)
+def last_outcomes(finished: Sequence[Callback]) -> list[OutcomeView]:
+    """The most recently finished callbacks, newest first."""
+    newest = sorted(finished, key=lambda cb: cb.updated_ms, reverse=True)
     return [
         {
             "id": cb.id,
@@ -402,7 +395,7 @@ async def _last_outcomes(
             "detail": cb.last_outcome or cb.last_cause,
             "at": iso_ms(cb.updated_ms),
         }
-        for cb in finished[:OUTCOMES_SHOWN]
+        for cb in newest[:OUTCOMES_SHOWN]
     ]
 
 
@@ -412,7 +405,7 @@ class _Watcher(Protocol):
 
 
 def watcher_view_of(watcher: _Watcher, clock: Clock) -> Callable[[str], WatcherView]:
-    """Adapt a ``QueueWatcher`` to ``build_status``'s ``watcher_view`` argument."""
+    """Adapt a ``QueueWatcher`` to ``status_doc``'s ``watcher_view`` argument."""
 
     def view(queue: str) -> WatcherView:
         now = clock.now_ms()

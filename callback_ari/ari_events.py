@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import structlog
 
-from callback_ari import phone
+from callback_ari import masking
 
 log = structlog.get_logger(__name__)
 
@@ -426,4 +426,4 @@ def preview(data: object) -> str:
             text = json.dumps(data, default=str)[: PREVIEW_CHARS + 40]
         except (TypeError, ValueError):
             text = repr(data)[: PREVIEW_CHARS + 40]
-    return _DIGIT_RUN.sub(lambda m: phone.mask(m.group()), text)[:PREVIEW_CHARS]
+    return _DIGIT_RUN.sub(lambda m: masking.mask(m.group()), text)[:PREVIEW_CHARS]

@@ -29,9 +29,9 @@ from callback_ari.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config import QueueConfig
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
+from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Outcome, originate_channel_id
-from callback_ari.phone import mask
 from callback_ari.store import CallbackStore
 
 log = structlog.get_logger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from callback_ari import __version__
+from callback_ari import __version__, commands
 from callback_ari.config import DEFAULT_PATH, load_config
 from callback_ari.errors import ConfigError
 from callback_ari.logs import LEVELS, configure_logging
@@ -145,11 +145,4 @@ register(
     _config_check,
 )
 
-
-def _register_operational_commands() -> None:
-    from callback_ari.commands import register_all
-
-    register_all()
-
-
-_register_operational_commands()
+commands.register_all(register)

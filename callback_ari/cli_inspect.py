@@ -31,8 +31,8 @@ from callback_ari.errors import (
     StoreError,
     StoreUnavailable,
 )
+from callback_ari.masking import mask
 from callback_ari.models import Callback, State
-from callback_ari.phone import mask
 from callback_ari.store import CallbackStore, connect_redis
 
 EXIT_OK = 0

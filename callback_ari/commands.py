@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -20,7 +22,7 @@ from callback_ari.config import Config, load_config
 from callback_ari.config_schema import redact_url
 from callback_ari.errors import ApplicationReplaced, ConfigError, StoreUnavailable
 from callback_ari.logs import configure_logging
-from callback_ari.phone import set_masking
+from callback_ari.masking import set_masking
 
 log = structlog.get_logger(__name__)
 
@@ -65,12 +67,13 @@ def run_handler(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from callback_ari.service import Service  # heavy imports only for commands that need them
+    from callback_ari.web import http_front_end
 
     async def main() -> None:
         task = asyncio.current_task()
         assert task is not None
         run_until_signal(task)
-        await Service(config).run()
+        await Service(config, front_ends=[http_front_end]).run()
 
     status = EXIT_OK
     try:
@@ -147,10 +150,20 @@ def demo_handler(args: argparse.Namespace) -> int:
     return run_demo(speed=args.speed, seed=args.seed)
 
 
-def register_all() -> None:
-    """Add these commands to the CLI registry."""
-    from callback_ari.cli import register
+class Register(Protocol):
+    """The CLI registry's ``register``: adds one subcommand."""
 
+    def __call__(
+        self,
+        name: str,
+        help: str,
+        add_arguments: Callable[[argparse.ArgumentParser], None],
+        handler: Callable[[argparse.Namespace], int],
+    ) -> None: ...
+
+
+def register_all(register: Register) -> None:
+    """Add these commands to the CLI registry through its ``register``."""
     register("run", "run the service in the foreground", _run_arguments, run_handler)
     register(
         "check", "doctor a live installation (exit 1 on failure)", _check_arguments, check_handler

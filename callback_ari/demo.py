@@ -33,8 +33,8 @@ from callback_ari.demo_script import (
     leaf_exceptions,
     make_cast,
 )
+from callback_ari.masking import mask
 from callback_ari.models import Callback, State
-from callback_ari.phone import mask
 from callback_ari.service import Service
 from callback_ari.simpbx.redis_process import RedisProcess
 from callback_ari.simpbx.sim import SimAsterisk

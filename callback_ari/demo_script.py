@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
+from callback_ari.masking import mask
 from callback_ari.models import State
-from callback_ari.phone import mask
 from callback_ari.simpbx.model import Channel
 from callback_ari.simpbx.sim import SimAsterisk
 from callback_ari.store import CallbackStore

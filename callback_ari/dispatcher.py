@@ -22,9 +22,10 @@ from callback_ari.clock import Clock
 from callback_ari.config import Config, QueueConfig
 from callback_ari.errors import CallbackAriError, NumberRejected, StoreError
 from callback_ari.hours import BusinessHours
+from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Outcome, originate_channel_id, originate_other_channel_id
-from callback_ari.phone import NumberPolicy, dial_string, mask
+from callback_ari.phone import NumberPolicy, dial_string
 from callback_ari.store import CallbackStore
 from callback_ari.watcher import QueueWatcher
 

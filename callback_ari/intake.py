@@ -14,9 +14,10 @@ import structlog
 from callback_ari import offer
 from callback_ari.config import QueueConfig
 from callback_ari.errors import NumberRejected, StoreError
+from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Origin
-from callback_ari.phone import NumberPolicy, mask, validate_number
+from callback_ari.phone import NumberPolicy, validate_number
 from callback_ari.store import CallbackStore
 
 log = structlog.get_logger(__name__)

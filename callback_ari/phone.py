@@ -1,4 +1,4 @@
-"""Phone numbers: validate what a caller keyed or presented, build dial strings, mask for logs."""
+"""Phone numbers: validate what a caller keyed or presented, build dial strings, match patterns."""
 
 from __future__ import annotations
 
@@ -36,8 +36,6 @@ _REFUSED_TYPES = {
     phonenumbers.PhoneNumberType.PREMIUM_RATE,
     phonenumbers.PhoneNumberType.SHARED_COST,
 }
-
-_masking = True
 
 
 class _NumberSettings(Protocol):
@@ -276,25 +274,3 @@ def asterisk_pattern_match(pattern: str, digits: str) -> bool:
         return compile_pattern(pattern).fullmatch(digits) is not None
     except ValueError:
         return False
-
-
-def set_masking(enabled: bool) -> None:
-    """Turn masking of numbers by mask() on or off for the whole process."""
-    global _masking
-    _masking = enabled
-
-
-def masking_enabled() -> bool:
-    """Whether mask() currently hides digits."""
-    return _masking
-
-
-def mask(number: str | None) -> str:
-    """Hide all but the last four characters of a number ("*******1234"); idempotent."""
-    if not number:
-        return ""
-    if not _masking:
-        return number
-    if len(number) <= 4:
-        return "*" * len(number)
-    return "*" * (len(number) - 4) + number[-4:]

@@ -2,8 +2,9 @@
 
 Event routing lives here and nowhere else: ARI events go to the offer session or dial attempt
 that owns their channel; AMI events feed the watcher, whose signals wake the dispatcher and the
-withdraw loop. After every reconnect the service resynchronises (ARI: channels still in our
-app; AMI: a QueueStatus snapshot), because Asterisk drops events while a link is down.
+withdraw loop. After every reconnect the service resynchronises (``resync.py``: ARI channels
+still in our app, an AMI QueueStatus snapshot), because Asterisk drops events while a link is
+down. Recall cancellation (``recall.py``) and the gauges (``gauges.py``) are wired in here too.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
 
-from callback_ari import api, policy
 from callback_ari import ari_events as ev
+from callback_ari import policy
 from callback_ari.agi import AgiServer
 from callback_ari.ami import AmiClient
 from callback_ari.ami_protocol import AmiMessage
@@ -26,28 +26,42 @@ from callback_ari.ari import AriClient
 from callback_ari.clock import Clock, SystemClock
 from callback_ari.config import Config
 from callback_ari.dispatcher import Dispatcher
-from callback_ari.errors import AmiError, AriError, NumberRejected, StoreError
+from callback_ari.errors import AriError
+from callback_ari.gauges import Gauges
 from callback_ari.hours import BusinessHours
-from callback_ari.intake import OfferEntry, number_validator
+from callback_ari.intake import OfferEntry
 from callback_ari.metrics import Metrics
-from callback_ari.models import State
+from callback_ari.offer_agi import offer_server
 from callback_ari.offer_ari import OfferSession
+from callback_ari.recall import RecallCanceller
+from callback_ari.resync import Resync
 from callback_ari.store import CallbackStore, connect_redis
-from callback_ari.watcher import QueueCaller, QueueWatcher
+from callback_ari.watcher import QueueWatcher
 from callback_ari.withdrawer import Withdrawer
 
 log = structlog.get_logger(__name__)
 
-GAUGE_INTERVAL_S = 5.0
+# A server started with the service (the HTTP API): given the running service, the coroutine
+# that serves until cancelled, or None if it is switched off.
+FrontEnd = Callable[["Service"], Coroutine[Any, Any, None] | None]
 
 
 class Service:
-    """One callback-ari instance. ``await Service(config).run()`` until cancelled."""
+    """One callback-ari instance. ``await Service(config).run()`` until cancelled.
+
+    ``front_ends`` (the HTTP API, see ``web.py``) are started with the service's other tasks.
+    """
 
     def __init__(
-        self, config: Config, *, clock: Clock | None = None, metrics: Metrics | None = None
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        front_ends: Sequence[FrontEnd] = (),
     ) -> None:
         self.config = config
+        self._front_ends = tuple(front_ends)
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.owner = config.general.instance_id
@@ -64,8 +78,9 @@ class Service:
         self._hours = {
             n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
         }
-        self._pending_counts: dict[str, int] = {}
-        self._store_ok = False
+        self.gauges = Gauges(
+            config=config, metrics=self.metrics, watcher=self.watcher, clock=self.clock
+        )
         self.withdrawer = Withdrawer(
             config=config,
             watcher=self.watcher,
@@ -73,13 +88,13 @@ class Service:
             ami=lambda: self.ami,
             ari_up=lambda: self.ari is not None and self.ari.connected,
             offer_open=self._offer_open,
-            pending=lambda queue: self._pending_counts.get(queue, 0),
+            pending=self.gauges.pending,
             spawn=self.spawn,
         )
         self.http_ready = asyncio.Event()
         self._ari_connects = 0
         self._ami_connects = 0
-        self._ami_backlog: list[AmiMessage] | None = None  # events held while resyncing
+        self._resync: Resync | None = None
         self.agi: AgiServer | None = None
 
     # --- life cycle -------------------------------------------------------------------
@@ -98,7 +113,7 @@ class Service:
                 audit_maxlen=cfg.redis.audit_maxlen,
             )
             await self.store.ping()
-            self._store_ok = True
+            self.gauges.store_ok = True
             async with AriClient(
                 cfg.ari.url,
                 cfg.ari.username,
@@ -125,8 +140,26 @@ class Service:
                     metrics=self.metrics,
                     owner=self.owner,
                 )
+                self._resync = Resync(
+                    config=cfg,
+                    clock=self.clock,
+                    ari=ari,
+                    ami=self.ami,
+                    watcher=self.watcher,
+                    dispatcher=self.dispatcher,
+                    sessions=self.sessions,
+                    start_offer=self._start_offer,
+                    hang_up=self._spawn_hangup,
+                    wake=self._wake_all,
+                )
+                recall = RecallCanceller(
+                    config=cfg,
+                    store=self.store,
+                    owns_channel=self.dispatcher.owns_channel,
+                    spawn=self.spawn,
+                )
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
-                self.watcher.on_caller_join(self._caller_joined)
+                self.watcher.on_caller_join(recall.caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
                 # the oldest live caller leaving may lift the virtual-hold gate for a callback
                 self.watcher.on_caller_leave(lambda queue, _c: self._wake_dispatch(queue))
@@ -137,35 +170,28 @@ class Service:
                     tg.create_task(self.watcher.run())
                     tg.create_task(self.dispatcher.run())
                     tg.create_task(self.withdrawer.run())
-                    tg.create_task(self._gauge_loop())
-                    tg.create_task(self._resync_loop())
+                    tg.create_task(
+                        self.gauges.run(self.store, in_flight=self._in_flight, links=self._links)
+                    )
+                    tg.create_task(self._resync.run())
                     for extra in self.extra_tasks():
                         tg.create_task(extra)
                     self.started.set()
                     log.info("service.started", instance=self.owner, queues=list(cfg.queues))
         finally:
             self._tg = None
+            self._resync = None
             if self.ami is not None:
                 await self.ami.aclose()
             await redis.aclose()
 
     def extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
-        """Servers that share the service's life: the HTTP API and the FastAGI front end."""
+        """Servers that share the service's life: the front ends given and the FastAGI server."""
         assert self.store is not None
         cfg = self.config
-        tasks: list[Coroutine[Any, Any, None]] = []
-        if cfg.http.enabled:
-            app = api.create_app(
-                store=self.store,
-                config=cfg,
-                metrics=self.metrics,
-                readiness=self.readiness,
-                clock=self.clock,
-                status=self.status,
-            )
-            tasks.append(api.serve(app, cfg.http.bind, cfg.http.port, listening=self.http_ready))
+        tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
         if cfg.agi.enabled:
-            self.agi = AgiServer(
+            self.agi = offer_server(
                 store=self.store,
                 config=cfg,
                 metrics=self.metrics,
@@ -175,22 +201,10 @@ class Service:
             tasks.append(self.agi.serve(cfg.agi.bind, cfg.agi.port))
         return tasks
 
-    async def status(self) -> api.StatusDoc:
-        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
-        assert self.store is not None
-        return await api.build_status(
-            self.store,
-            self.config,
-            self.clock,
-            watcher_view=api.watcher_view_of(self.watcher, self.clock),
-            in_flight=self.dispatcher.in_flight if self.dispatcher else (lambda _q: 0),
-            links=self.readiness(),
-        )
-
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each link's state."""
         return {
-            "redis": self._store_ok,
+            "redis": self.gauges.store_ok,
             "ari": bool(self.ari is not None and self.ari.connected),
             "ami": bool(self.ami is not None and self.ami.connected),
         }
@@ -230,12 +244,12 @@ class Service:
         if args[:1] == ("callback",):
             # A callback channel whose attempt is not ours (a crashed run): never leave it open.
             log.warning("callback.orphan_channel", channel_id=channel.id)
-            self.spawn(self._hangup_quietly(channel.id), name=f"orphan:{channel.id}")
+            self._spawn_hangup(channel.id, "orphan")
             return
         entry = OfferEntry.from_args(args, self.clock.now_ms())
         if entry is None or entry.queue not in self.config.queues:
             log.warning("offer.unknown_entry", channel_id=channel.id, args=list(args))
-            self.spawn(self._hangup_quietly(channel.id), name=f"unknown:{channel.id}")
+            self._spawn_hangup(channel.id, "unknown")
             return
         self._start_offer(channel, entry)
 
@@ -276,9 +290,9 @@ class Service:
         q = self.config.queues[queue]
         return policy.offer_open(
             open_now=q.enabled and self._hours[queue].is_open(self.clock.now_ms()),
-            pending=self._pending_counts.get(queue, 0),
+            pending=self.gauges.pending(queue),
             max_pending=q.max_pending,
-            store_ok=self._store_ok,
+            store_ok=self.gauges.store_ok,
         )
 
     async def _on_ari_connect(self) -> None:
@@ -287,59 +301,12 @@ class Service:
         if self._ari_connects:
             self.metrics.reconnects.labels("ari").inc()
         self._ari_connects += 1
-        await self._resync_ari()
+        assert self._resync is not None
+        await self._resync.ari_channels()
 
-    async def _resync_ari(self) -> None:
-        """Hand every channel still in our app back to its flow, or back to the dialplan."""
-        assert self.ari is not None and self.dispatcher is not None
-        listed_at = time.monotonic()
-        try:
-            channels = await self.ari.list_channels()
-        except AriError as exc:
-            log.warning("ari.resync_failed", error=str(exc))
-            return
-        live = {c.id for c in channels}
-        for session in list(self.sessions.values()):
-            await session.resync()
-        await self.dispatcher.resync(channels, listed_at=listed_at)
-        for listed in channels:
-            # The list is already old here (awaits above): a flow may have finished or taken
-            # the channel since. Act only on what a fresh look still shows as ours and unowned.
-            if not self._unowned_in_app(listed):
-                continue
-            channel = await self._fresh_unowned(listed.id)
-            if channel is None:
-                continue
-            args = channel.app_data[len(self._app_prefix) :].split(",")
-            entry = OfferEntry.from_args(args, self.clock.now_ms())
-            if entry is not None and entry.queue in self.config.queues:
-                # We lost this caller's dialogue (restart): start it again from the offer.
-                log.info("offer.resumed", channel_id=channel.id, queue=entry.queue)
-                self._start_offer(channel, entry)
-            else:
-                log.warning("ari.orphan_channel", channel_id=channel.id)
-                self.spawn(self._hangup_quietly(channel.id), name=f"orphan:{channel.id}")
-        log.info("ari.resynced", channels=len(live), sessions=len(self.sessions))
-
-    @property
-    def _app_prefix(self) -> str:
-        return f"{self.config.general.app},"
-
-    def _unowned_in_app(self, channel: ev.ChannelInfo) -> bool:
-        """In our Stasis app, and neither an offer session nor a dial attempt holds it."""
-        assert self.dispatcher is not None
-        if channel.id in self.sessions or self.dispatcher.owns_channel(channel.id):
-            return False
-        return channel.app_name == "Stasis" and channel.app_data.startswith(self._app_prefix)
-
-    async def _fresh_unowned(self, channel_id: str) -> ev.ChannelInfo | None:
-        """The channel as ARI shows it now, if it is still in our app with no flow."""
-        assert self.ari is not None
-        try:
-            channel = await self.ari.get_channel(channel_id)
-        except AriError:
-            return None  # gone (hung up, continued and destroyed) or ARI away: nothing to do
-        return channel if self._unowned_in_app(channel) else None
+    def _spawn_hangup(self, channel_id: str, why: str = "orphan") -> None:
+        """Hang a channel up in the background; ``why`` names the task."""
+        self.spawn(self._hangup_quietly(channel_id), name=f"{why}:{channel_id}")
 
     async def _hangup_quietly(self, channel_id: str) -> None:
         assert self.ari is not None
@@ -349,33 +316,18 @@ class Service:
     # --- AMI --------------------------------------------------------------------------
 
     def _on_ami_event(self, message: AmiMessage) -> None:
-        if self._ami_backlog is not None:
-            self._ami_backlog.append(message)  # applied on top of the snapshot, in order
+        if self._resync is not None and self._resync.hold(message):
             return
         self.watcher.apply(message)
         self.withdrawer.wake()
 
-    async def _load_queue_status(self) -> None:
-        """Replace the watcher's state with a QueueStatus snapshot, then replay the events
-        that arrived meanwhile: an event read in the same chunk as the reply's end (a member
-        freeing up) is newer than the snapshot and must not be rolled back by it."""
-        assert self.ami is not None
-        backlog: list[AmiMessage] = []
-        self._ami_backlog = backlog
-        try:
-            self.watcher.load_snapshot(await self.ami.queue_status())
-        finally:  # replayed even if QueueStatus failed: those events happened
-            self._ami_backlog = None
-            for message in backlog:
-                self.watcher.apply(message)
-
     async def _on_ami_connect(self) -> None:
-        assert self.ami is not None and self.dispatcher is not None
+        assert self._resync is not None and self.dispatcher is not None
         self.metrics.connected.labels("ami").set(1)
         if self._ami_connects:
             self.metrics.reconnects.labels("ami").inc()
         self._ami_connects += 1
-        await self._load_queue_status()
+        await self._resync.queue_status()
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
         self.withdrawer.wake()
@@ -384,75 +336,22 @@ class Service:
         if self.dispatcher is not None:
             self.dispatcher.wake(queue)
 
-    def _caller_joined(self, queue: str, caller: QueueCaller) -> None:
-        """A caller joined a queue: cancel their pending callback if they called again."""
-        q = self.config.queues.get(queue)
-        if q is None or q.on_recall != "cancel" or not caller.caller_number:
-            return
-        if self.dispatcher is not None and self.dispatcher.owns_channel(caller.uniqueid):
-            return
-        self.spawn(self._cancel_on_recall(queue, caller), name=f"recall:{caller.uniqueid}")
-
-    async def _cancel_on_recall(self, queue: str, caller: QueueCaller) -> None:
-        assert self.store is not None
-        q = self.config.queues[queue]
-        try:
-            number = number_validator(q)(caller.caller_number)
-            existing = await self.store.find_live(queue, number)
-            if existing is None or existing.state is State.DIALING:
-                return  # a dialing callback's own customer joining the queue is not a re-call
-            await self.store.cancel(existing.id, reason="recalled")
-        except (NumberRejected, StoreError):
-            return
-        log.info("callback.cancelled_on_recall", callback_id=existing.id, queue=queue)
-
-    # --- periodic resync -----------------------------------------------------------------
-
-    async def _resync_loop(self) -> None:
-        """Every resync_interval: repair what a lost event may have left behind."""
-        while True:
-            await asyncio.sleep(self.config.general.resync_interval)
-            if self.ami is not None and self.ami.connected:
-                try:
-                    await self._load_queue_status()
-                except AmiError as exc:
-                    log.warning("ami.resync_failed", error=str(exc))
-            if self.ari is not None and self.ari.connected:
-                await self._resync_ari()
-            if self.dispatcher is not None:
-                self.dispatcher.wake()
-            self.withdrawer.wake()
+    def _wake_all(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        self.withdrawer.wake()
 
     # --- gauges -----------------------------------------------------------------------
 
-    async def _gauge_loop(self) -> None:
-        """Refresh gauges and the pending-cap cache; also tells whether Redis answers."""
-        while True:
-            await self.refresh_gauges()
-            await asyncio.sleep(GAUGE_INTERVAL_S)
-
     async def refresh_gauges(self) -> None:
+        """Refresh the gauges and the pending-cap cache now (tests; the loop does it too)."""
         assert self.store is not None
-        try:
-            counts = await self.store.counts()
-            self._store_ok = True
-            self.metrics.connected.labels("redis").set(1)
-        except StoreError:
-            self._store_ok = False
-            self.metrics.connected.labels("redis").set(0)
-            return
-        for name in self.config.queues:
-            per_state = counts.get(name, {})
-            self._pending_counts[name] = sum(per_state.get(s.value, 0) for s in State if s.is_live)
-            for state in State:
-                self.metrics.pending.labels(name, state.value).set(per_state.get(state.value, 0))
-            self.metrics.ready_members.labels(name).set(self.watcher.ready_members(name))
-            callers = self.watcher.callers(name)
-            self.metrics.callers_holding.labels(name).set(len(callers))
-            oldest = self.watcher.oldest_join_ms(name)
-            longest = 0.0 if oldest is None else (self.clock.now_ms() - oldest) / 1000
-            self.metrics.longest_hold.labels(name).set(longest)
-            if self.dispatcher is not None:
-                self.metrics.in_flight.labels(name).set(self.dispatcher.in_flight(name))
-        self.metrics.connected.labels("ari").set(int(bool(self.ari and self.ari.connected)))
-        self.metrics.connected.labels("ami").set(int(bool(self.ami and self.ami.connected)))
+        await self.gauges.refresh(self.store, in_flight=self._in_flight, links=self._links)
+
+    @property
+    def _in_flight(self) -> Callable[[str], int] | None:
+        return self.dispatcher.in_flight if self.dispatcher is not None else None
+
+    def _links(self) -> tuple[bool, bool]:
+        """(ARI connected, AMI connected)."""
+        return bool(self.ari and self.ari.connected), bool(self.ami and self.ami.connected)

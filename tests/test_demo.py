@@ -11,7 +11,7 @@ from callback_ari import cli
 from callback_ari.demo import run_demo
 from callback_ari.demo_script import Choice, make_cast
 from callback_ari.logs import reset_logging
-from callback_ari.phone import mask
+from callback_ari.masking import mask
 
 FAST = 50.0
 

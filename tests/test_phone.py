@@ -8,13 +8,12 @@ import pytest
 
 from callback_ari.config import QueueConfig
 from callback_ari.errors import NumberRejected
+from callback_ari.masking import mask, set_masking
 from callback_ari.phone import (
     NumberPolicy,
     asterisk_pattern_match,
     check_pattern,
     dial_string,
-    mask,
-    set_masking,
     validate_number,
 )
 

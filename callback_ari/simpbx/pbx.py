@@ -1,4 +1,9 @@
-"""Core state of the fake Asterisk: channels, Local pairs, Stasis entry/exit and hang-ups."""
+"""Core state of the fake Asterisk: channels, Local pairs, Stasis entry/exit and hang-ups.
+
+The dialplan, media and queue parts build on this core and reach one another through it. The
+core knows them only by the protocols below, so no part's module is imported here: ``attach``
+hands the running parts to the core once they exist (``SimAsterisk`` does it).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,79 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
+from callback_ari.simpbx.extensions import Contexts, Extension
+from callback_ari.simpbx.members import QueueState
 from callback_ari.simpbx.model import CAUSE_TEXT, STATE_CODE, Bridge, CallerId, Channel, Playback
 from callback_ari.simpbx.stasis import Stasis
-
-if TYPE_CHECKING:
-    from callback_ari.simpbx.dialplan import Dialplan
-    from callback_ari.simpbx.media import Media
-    from callback_ari.simpbx.queues import Queues
 
 log = structlog.get_logger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 AmiListener = Callable[[str, list[tuple[str, str]]], None]
+QueueResult = str | tuple[str, str, str]  # QUEUESTATUS, or ("goto", context, exten)
+
+
+class BehaviourRules(Protocol):
+    """What a dialled number does (answer, busy, ...): ``customers.Behaviours``."""
+
+    def resolve(self, number: str) -> str: ...
+
+
+class DialplanPart(Protocol):
+    """The emulated dialplan (``dialplan.Dialplan``) as the core and the other parts use it."""
+
+    @property
+    def contexts(self) -> Contexts: ...
+    @property
+    def behaviours(self) -> BehaviourRules: ...
+    async def run(self, ch: Channel, context: str, exten: str, priority: int) -> None: ...
+    def read(self, ch: Channel | None, name: str) -> str | None: ...
+    def find(self, context: str, exten: str, ch: Channel | None = None) -> Extension | None: ...
+    def exists(self, context: str, exten: str, ch: Channel | None = None) -> bool: ...
+    def expand(self, ch: Channel | None, text: str) -> str: ...
+    def assign(self, ch: Channel, name: str, value: str) -> None: ...
+
+
+class MediaPart(Protocol):
+    """Playbacks and DTMF (``media.Media``) as the core and the other parts use them."""
+
+    def play(
+        self, ch: Channel, media: list[str], playback_id: str | None, lang: str
+    ) -> Playback: ...
+    def get(self, playback_id: str) -> Playback: ...
+    def stop(self, playback_id: str) -> None: ...
+    def fail_playbacks(self, ch: Channel) -> None: ...
+    def dtmf_received(self, ch: Channel, digit: str, duration_ms: int) -> None: ...
+    def send_dtmf(
+        self,
+        ch: Channel,
+        digits: str,
+        *,
+        before_ms: int = ...,
+        between_ms: int = ...,
+        duration_ms: int = ...,
+    ) -> None: ...
+
+
+class QueuesPart(Protocol):
+    """app_queue (``queues.Queues``) as the core and the other parts use it."""
+
+    @property
+    def queues(self) -> dict[str, QueueState]: ...
+    async def run_queue(self, ch: Channel, args: list[str]) -> QueueResult: ...
+    def queue_member(self, queue: str, option: str) -> str: ...
+    def set_devstate(self, device: str, state: str) -> None: ...
+    def pause(
+        self, interface: str, paused: bool, queue: str | None = None, reason: str = ""
+    ) -> str: ...
+    def withdraw(self, queue: str, caller: str, info: str) -> None: ...
+    def on_digit(self, ch: Channel, digit: str) -> None: ...
+    def on_hangup(self, ch: Channel) -> None: ...
+    def on_agent_hangup(self, leg: Channel) -> None: ...
 
 
 class AriFailure(Exception):
@@ -52,14 +114,38 @@ class Pbx:
         self.globals: dict[str, str] = {}
         self.ami_listeners: list[AmiListener] = []
         self.ami_log: list[tuple[str, list[tuple[str, str]]]] = []
-        self.dialplan: Dialplan
-        self.media: Media
-        self.queues: Queues
+        self._parts: tuple[DialplanPart, MediaPart, QueuesPart] | None = None
         self._uid_seq = 100
         self._local_seq = 0x30
         self._teardowns: deque[Channel] = deque()
         self._draining = False
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    def attach(self, *, dialplan: DialplanPart, media: MediaPart, queues: QueuesPart) -> None:
+        """Hand the core its parts, once: they are built on the core, so they come after it."""
+        if self._parts is not None:
+            raise RuntimeError("the PBX parts are attached already")
+        self._parts = (dialplan, media, queues)
+
+    def _attached(self) -> tuple[DialplanPart, MediaPart, QueuesPart]:
+        if self._parts is None:
+            raise RuntimeError("no dialplan, media or queues attached to the PBX yet")
+        return self._parts
+
+    @property
+    def dialplan(self) -> DialplanPart:
+        """The emulated dialplan."""
+        return self._attached()[0]
+
+    @property
+    def media(self) -> MediaPart:
+        """Playbacks and DTMF."""
+        return self._attached()[1]
+
+    @property
+    def queues(self) -> QueuesPart:
+        """app_queue."""
+        return self._attached()[2]
 
     # --- time, ids, waiting ------------------------------------------------------------
 

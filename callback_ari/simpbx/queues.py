@@ -14,9 +14,7 @@ from callback_ari.simpbx.members import (
     member_fields,
 )
 from callback_ari.simpbx.model import Bridge, CallerId, Channel
-from callback_ari.simpbx.pbx import Pbx
-
-QueueResult = str | tuple[str, str, str]  # QUEUESTATUS, or ("goto", context, exten)
+from callback_ari.simpbx.pbx import Pbx, QueueResult
 
 
 class AmiRefusal(Exception):

@@ -51,10 +51,8 @@ class SimAsterisk:
         self.ami_user, self.ami_secret = ami_user, ami_secret
         self.pbx = Pbx(time_scale=time_scale, spawn=self._spawn)
         self.dialplan = Dialplan(self.pbx, app=app, incoming_context=incoming_context)
-        self.pbx.dialplan = self.dialplan
-        self.pbx.media = Media(self.pbx)
         self.queues = Queues(self.pbx)
-        self.pbx.queues = self.queues
+        self.pbx.attach(dialplan=self.dialplan, media=Media(self.pbx), queues=self.queues)
         self._extra_dialplan = dialplan
         self.ari = AriServer(self.pbx, username=ari_user, password=ari_password)
         self.ami = AmiServer(self.pbx, username=ami_user, secret=ami_secret)
