@@ -15,12 +15,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from callback_ari.clock import SystemClock
-from callback_ari.config import Config, parse_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.models import Callback
-from callback_ari.service import Service
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore
-from callback_ari.web import http_front_end
+from callback_ari.ops.web import http_front_end
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore
 
 REPO = Path(__file__).resolve().parent.parent
 KIT = (REPO / "dialplan" / "extensions_callback.conf").read_text()
