@@ -31,13 +31,19 @@ from callback_ari.core import outcomes, policy
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
-from callback_ari.models import Callback, Outcome, originate_channel_id
+from callback_ari.models import (
+    Callback,
+    Outcome,
+    originate_channel_id,
+    originate_other_channel_id,
+)
 from callback_ari.store.store import CallbackStore
 
 log = structlog.get_logger(__name__)
 
 ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
 DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
+PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
 CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
@@ -396,7 +402,23 @@ class AttemptRunner:
         with contextlib.suppress(AriNotFound):
             await self._ari.hangup(previous)
             log.warning("callback.previous_call_hung_up", callback_id=a.cb.id, channel_id=previous)
+        # Asterisk answers the DELETE before the channel is gone: wait, or the customer's
+        # line is briefly rung by both calls (seen on a real Asterisk 22).
+        halves = (previous, originate_other_channel_id(a.cb.id, a.cb.attempts - 1))
+        try:
+            async with asyncio.timeout(PREVIOUS_GONE_S):
+                await self._until_gone(halves if a.other_id else halves[:1])
+        except TimeoutError:
+            log.warning("callback.previous_call_lingers", callback_id=a.cb.id, channel_id=previous)
         return False
+
+    async def _until_gone(self, channel_ids: tuple[str, ...]) -> None:
+        """Return once Asterisk no longer knows any of ``channel_ids``; the caller bounds it."""
+        for channel_id in channel_ids:
+            while True:
+                if not await self._channel_exists(channel_id):
+                    break
+                await asyncio.sleep(0.02)
 
     async def _channel_exists(self, channel_id: str) -> bool:
         try:
