@@ -162,15 +162,19 @@ class ServiceProcess:
             p.read_text(errors="replace") for p in sorted(self.workdir.glob("service-*.log"))
         )
 
-    def events(self, name: str) -> list[JsonDict]:
-        """The service's own log events called ``name`` (JSON lines), across restarts."""
+    def entries(self) -> list[JsonDict]:
+        """Every JSON log line the service wrote, across restarts."""
         found = []
         for line in self.log().splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == name:
+                if isinstance(entry, dict):
                     found.append(entry)
         return found
+
+    def events(self, name: str) -> list[JsonDict]:
+        """The service's own log events called ``name``."""
+        return [e for e in self.entries() if e.get("event") == name]
 
 
 @contextlib.asynccontextmanager
@@ -182,6 +186,10 @@ async def service(
     try:
         await svc.start()
         yield svc
+        code = await svc.stop()
+        assert code == 0, f"service exited {code}"
+        errors = [e for e in svc.entries() if e.get("level") in {"error", "critical"}]
+        assert not errors, f"the service logged errors: {errors}"
     except BaseException:
         print(svc.log()[-20000:])
         raise

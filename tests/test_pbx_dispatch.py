@@ -85,7 +85,9 @@ async def test_member_ready_customer_dialled_confirms_and_reaches_an_agent(
             for m in pbx.ami_events("DeviceStateChange", ami_mark)
             if m["Device"] == "Custom:agent1" and m["State"] == "NOT_INUSE"
         )
-        assert dialled["_t"] - float(ready["_t"]) < 0.5  # member ready -> customer dialled
+        latency = dialled["_t"] - float(ready["_t"])
+        print(f"member ready -> customer channel created: {latency * 1000:.1f} ms")
+        assert latency < 0.5
         async with asyncio.timeout(15):
             await hears(pbx, channel, "sound:vm-press", since=mark)
             await pbx.wait_ari(
@@ -146,6 +148,7 @@ async def test_voicemail_like_answer_gets_confirm_timeout_after_the_prompt(
             )
             cb = await settles(svc, cb_id, "failed")
         held = hangup["_t"] - prompt_end["_t"]
+        print(f"voicemail-like line hung up {held:.2f} s after the prompt ended")
         assert 5.8 <= held <= 6.8, f"line held {held:.1f} s after the prompt"
         plays = [
             e
@@ -159,6 +162,7 @@ async def test_voicemail_like_answer_gets_confirm_timeout_after_the_prompt(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,  # only the live caller winning; a timeout or crash still fails
     reason="issue 13: app_queue gives the freed member to the live caller who joined later "
     "while the callback's customer is still being rung (needs agent reservation)",
 )
