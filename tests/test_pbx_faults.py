@@ -202,3 +202,51 @@ async def test_sigkill_mid_attempt_redials_once_the_old_call_is_gone(
         assert most_in_flight(pbx.watch.ari) == 1
         assert attempts(pbx) == [first, second]
         assert cb["attempts"] == 2
+
+
+async def test_service_stopped_mid_dialogue_returns_the_caller(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM while a caller hears the offer: they go back to the queue, not into silence."""
+    await pbx.device("agent1", "UNAVAILABLE")
+    await pbx.device("agent2", "UNAVAILABLE")
+    async with service(sandbox, redis_url, tmp_path, queue={"response_timeout": "20"}) as svc:
+        ahead = await holding(pbx, "2125551507")
+        caller = await holding(pbx, "2125551506")
+        side = pbx_side(caller)
+        mark, ami_mark = len(pbx.watch.ari), len(pbx.watch.ami)
+        await pbx.press(caller, "1")
+        async with asyncio.timeout(15):
+            await hears(pbx, side, "sound:queue-thankyou", since=mark)
+        assert await svc.stop() == 0
+        async with asyncio.timeout(10):
+            rejoin = await joins_queue(pbx, side, since=ami_mark)
+        assert rejoin["Position"] == "2"  # where they left, behind the caller ahead of them
+        assert ahead in {c["id"] for c in await pbx.channels()}
+
+
+async def test_sigkill_mid_dialogue_the_restarted_service_offers_again(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> None:
+    """The caller waits in Stasis while the service is dead; after the restart the offer
+    starts over, and declining puts them back in the queue."""
+    await pbx.device("agent1", "UNAVAILABLE")
+    await pbx.device("agent2", "UNAVAILABLE")
+    async with service(sandbox, redis_url, tmp_path, queue={"response_timeout": "20"}) as svc:
+        caller = await holding(pbx, "2125551508")
+        side = pbx_side(caller)
+        mark, ami_mark = len(pbx.watch.ari), len(pbx.watch.ami)
+        await pbx.press(caller, "1")
+        async with asyncio.timeout(15):
+            await hears(pbx, side, "sound:queue-thankyou", since=mark)
+        svc.kill()
+        assert svc.proc is not None and await svc.proc.wait() == -9
+        restart = len(pbx.watch.ari)
+        await svc.start()
+        async with asyncio.timeout(15):
+            await hears(pbx, side, "sound:queue-thankyou", since=restart)
+        await pbx.press(caller, "2")
+        async with asyncio.timeout(15):
+            rejoin = await joins_queue(pbx, side, since=ami_mark)
+        assert rejoin["Position"] == "1"
+        assert await svc.callbacks() == []
