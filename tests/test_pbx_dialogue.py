@@ -24,6 +24,7 @@ from tests.pbx_service import (
     pbx_side,
     service,
     start_with_routes,
+    until,
 )
 
 pytestmark = pytest.mark.asterisk
@@ -257,3 +258,19 @@ async def test_service_down_sends_the_caller_straight_back(pbx: Harness, sandbox
     assert float(rejoin["_t"]) - float(failed["_t"]) < 1.0
     assert (rejoin["Position"], rejoin["Count"]) == ("1", "2")
     assert later in {c["id"].removesuffix("-pbx") for c in await pbx.channels()}
+
+
+async def test_calling_again_cancels_the_pending_callback(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> None:
+    """on_recall = cancel: the customer rang the queue again, so nobody calls them back."""
+    await agents_away(pbx)
+    async with service(sandbox, redis_url, tmp_path) as svc:
+        cb_id = await svc.request_callback(CALLER)
+        await holding(pbx, CALLER)
+
+        async def cancelled() -> bool:
+            return (await svc.callback(cb_id))["state"] == "cancelled"
+
+        async with asyncio.timeout(5):
+            await until(cancelled)
