@@ -270,7 +270,7 @@ async def test_calling_again_cancels_the_pending_callback(
         await holding(pbx, CALLER)
 
         async def cancelled() -> bool:
-            return (await svc.callback(cb_id))["state"] == "cancelled"
+            return bool((await svc.callback(cb_id))["state"] == "cancelled")
 
         async with asyncio.timeout(5):
             await until(cancelled)
