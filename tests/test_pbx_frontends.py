@@ -198,6 +198,8 @@ async def test_check_passes_against_the_real_pbx(
         ("missing prompt", ("[queue:support]", "[queue:support]\nprompt_offer = sound:no-such"),
          "ari.prompts", "FAIL", "sound:no-such"),
     ],
+    ids=["wrong-ari-password", "wrong-ami-secret", "missing-queue", "missing-context",
+         "missing-prompt"],
 )  # fmt: skip
 async def test_check_catches_each_fault(
     fault: str,
