@@ -27,7 +27,9 @@ from tests.pbx_service import (
     until,
 )
 
-pytestmark = pytest.mark.asterisk
+# Real time on a shared 2-core machine: each step waits for what Asterisk reports, so a
+# generous ceiling costs nothing when the flow works.
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
 
 CALLER = "2125551001"
 LATER = "2125551002"
@@ -46,7 +48,7 @@ async def holding(pbx: Harness, number: str, *, context: str = "incoming") -> st
     mark = len(pbx.watch.ami)
     caller = await pbx.call_in(number, context=context)
     if context != "incoming-agi":
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await joins_queue(pbx, pbx_side(caller), since=mark)
     return caller
 
@@ -83,13 +85,13 @@ async def test_exit_digit_then_confirmed_caller_id_is_stored(
         assert args[5] == "1"  # the position it left
 
         await pbx.press(caller, "1")  # "press 1 for a callback"
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:vm-num-i-have", since=mark)
             await hears(pbx, side, f"digits:{CALLER}", since=mark)
         async with asyncio.timeout(20):
             await hears(pbx, side, "sound:if-correct-press", since=mark)
         await pbx.press(caller, "1")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:num-was-successfully", since=mark)
             await gone(pbx, side, since=mark)  # the service hangs up after "goodbye"
 
@@ -115,13 +117,13 @@ async def test_withdrawn_after_offer_threshold_keyed_number_is_stored(
         assert 1.5 <= float(leave["_t"]) - float(join["_t"]) <= 5
 
         await pbx.press(caller, "1")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:vm-num-i-have", since=mark)
         await pbx.press(caller, "2")  # ignored during the read-back ...
         async with asyncio.timeout(20):
             await hears(pbx, side, "sound:if-correct-press", since=mark)
         await pbx.press(caller, "2")  # ... "press 2 to enter a different number"
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:privacy-prompt", since=mark)
         step = len(pbx.watch.ari)
         await pbx.press(caller, "2125551777#")
@@ -129,7 +131,7 @@ async def test_withdrawn_after_offer_threshold_keyed_number_is_stored(
             await hears(pbx, side, "digits:2125551777", since=step)
             await hears(pbx, side, "sound:if-correct-press", since=step)
         await pbx.press(caller, "1")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:num-was-successfully", since=mark)
             await gone(pbx, side, since=mark)
 
@@ -166,18 +168,18 @@ async def test_invalid_and_emergency_numbers_are_refused(
         mark = len(pbx.watch.ami)
         caller = await pbx.call_in("anonymous", name="Anonymous")
         side = pbx_side(caller)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await joins_queue(pbx, side, since=mark)
         mark = len(pbx.watch.ari)
         await pbx.press(caller, "1")
         await offered(pbx, caller, since=mark)
         await pbx.press(caller, "1")  # no callable caller ID: straight to keying a number
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await hears(pbx, side, "sound:privacy-prompt", since=mark)
         for number in ("911", "12345"):
             step = len(pbx.watch.ari)
             await pbx.press(caller, number + "#")
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(20):
                 await hears(pbx, side, "sound:privacy-incorrect", since=step)
         assert not [e for e in pbx.ari_events("PlaybackStarted", mark) if "digits:911" in str(e)]
         step = len(pbx.watch.ari)
@@ -186,11 +188,11 @@ async def test_invalid_and_emergency_numbers_are_refused(
             await hears(pbx, side, "digits:2125551888", since=step)
             await hears(pbx, side, "sound:if-correct-press", since=step)
         await pbx.press(caller, "1")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await gone(pbx, side, since=mark)
         assert [cb["number"] for cb in await svc.callbacks()] == ["******1888"]
         reasons = [e.get("reason") for e in svc.events("offer.number_rejected")]
-        assert reasons[:2] == ["emergency", "invalid"] or "emergency" in reasons, reasons
+        assert reasons[0] == "emergency", reasons
 
         status, body = await svc.http(
             "POST", "/api/v1/callbacks", {"queue": "support", "number": "911"}
@@ -216,10 +218,10 @@ async def test_caller_back_at_old_position_ahead_of_later_callers(
             await pbx.press(first, "2")
         elif how == "too_many_tries":
             await pbx.press(first, "7")
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(20):
                 await hears(pbx, side, "sound:privacy-incorrect", since=mark)
             await pbx.press(first, "8")
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(20):
                 await hears(pbx, side, "sound:vm-sorry", since=mark)
         async with asyncio.timeout(20):
             rejoin = await joins_queue(pbx, side, since=ami_mark)
@@ -227,7 +229,7 @@ async def test_caller_back_at_old_position_ahead_of_later_callers(
         assert await pbx.getvar("CB_JOIN", rejoin["Channel"]) == args[4]  # same turn kept
         status = await pbx.ami("QueueStatus", Queue="support")
         assert status["Response"] == "Success"
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(10):
             entry = await pbx.wait_ami(
                 lambda m: m.get("Event") == "QueueEntry" and m.get("Uniqueid") == pbx_side(later),
                 since=ami_mark,
@@ -244,7 +246,7 @@ async def test_service_down_sends_the_caller_straight_back(pbx: Harness, sandbox
     side = pbx_side(first)
     mark = len(pbx.watch.ami)
     await pbx.press(first, "1")
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(10):
         failed = await pbx.wait_ami(
             lambda m: (
                 m.get("Event") == "VarSet"
@@ -272,5 +274,5 @@ async def test_calling_again_cancels_the_pending_callback(
         async def cancelled() -> bool:
             return bool((await svc.callback(cb_id))["state"] == "cancelled")
 
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(10):
             await until(cancelled)
