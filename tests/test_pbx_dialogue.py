@@ -111,9 +111,11 @@ async def test_withdrawn_after_offer_threshold_keyed_number_is_stored(
         args = await offered(pbx, caller, since=mark)
         assert args[3] == "withdraw"
         join = next(m for m in pbx.ami_events("QueueCallerJoin", ami_mark) if m["Uniqueid"] == side)
-        leave = next(
-            m for m in pbx.ami_events("QueueCallerAbandon", ami_mark) if m["Uniqueid"] == side
-        )
+        async with asyncio.timeout(10):  # AMI is another socket: it may trail the ARI events
+            leave = await pbx.wait_ami(
+                lambda m: m.get("Event") == "QueueCallerAbandon" and m.get("Uniqueid") == side,
+                since=ami_mark,
+            )
         assert 1.5 <= float(leave["_t"]) - float(join["_t"]) <= 5
 
         await pbx.press(caller, "1")
