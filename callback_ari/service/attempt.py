@@ -264,7 +264,7 @@ class AttemptRunner:
         media = (*q.prompts.callback_intro, *q.prompts.callback_press1)
         playback_id = f"{a.channel_id}-p1"
         try:
-            await self._ari.play(a.channel_id, media, playback_id)
+            await self._ari.play(a.channel_id, media, playback_id, q.language)
         except AriNotFound:
             return Outcome.HANGUP, "hangup/before-prompt"
         result = await self._wait_for_one(a, playback_id)
