@@ -193,8 +193,8 @@ async def test_check_passes_against_the_real_pbx(
          "ari.login", "FAIL", "refused"),
         ("ami secret", ("secret = sandbox-ami-secret", "secret = wrong"),
          "ami.login", "FAIL", "refused"),
-        ("missing queue", ("[http]", "[queue:sales]\ndial_template = Local/{number}@customers\n"
-                           "[http]"), "queue.sales", "FAIL", "does not know"),
+        ("missing queue", ("[http]", "[queue:billing]\ndial_template = Local/{number}@customers\n"
+                           "[http]"), "queue.billing", "FAIL", "does not know"),
         ("missing context", ("[queue:support]", "[queue:support]\nconnect_context = cb-nowhere"),
          "dialplan.support@cb-nowhere", "FAIL", ""),
         ("missing prompt", ("[queue:support]", "[queue:support]\nprompt_offer = sound:no-such"),
