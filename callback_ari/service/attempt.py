@@ -261,7 +261,7 @@ class AttemptRunner:
         usually a voicemail box, and everything we play to it is recorded.
         """
         q = a.queue
-        media = (*q.prompts.callback_intro, *q.prompts.callback_press1)
+        media = (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
         playback_id = f"{a.channel_id}-p1"
         try:
             await self._ari.play(a.channel_id, media, playback_id, q.language)
