@@ -37,10 +37,10 @@ from pbx_rig import (
     service_config,
 )
 
-from callback_ari.config import parse_config
+from callback_ari.config.loader import parse_config
 from callback_ari.sim.sandbox import AmiMessage, Harness, JsonDict, Sandbox
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.store.store import CallbackStore, connect_redis
 
 QUEUE = "support"
 STEP_TIMEOUT_S = 10.0
@@ -63,9 +63,7 @@ def member_is(agent: str, status: str) -> Callable[[AmiMessage], bool]:
 
 
 def created(prefix: str) -> Callable[[JsonDict], bool]:
-    return lambda e: (
-        e.get("type") == "ChannelCreated" and e["channel"]["id"].startswith(prefix)
-    )
+    return lambda e: e.get("type") == "ChannelCreated" and e["channel"]["id"].startswith(prefix)
 
 
 async def until_terminal(store: CallbackStore, cb_id: str) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 import aiohttp
 from offer_bench import PROBE_S, Lag
 
-from callback_ari.config import parse_config
+from callback_ari.config.loader import parse_config
 from callback_ari.logs import configure_logging
-from callback_ari.service import Service
+from callback_ari.service.service import Service
 from callback_ari.sim.sandbox import Sandbox
 
 TICK_S = os.sysconf("SC_CLK_TCK")
@@ -93,11 +93,18 @@ def service_config(box: Sandbox, redis_url: str, http_port: int, log_path: Path,
     """callback_ari.conf for the sandbox: JSON logs to a file, the HTTP API for readiness."""
     text = box.service_config(
         redis_url,
-        general={"app": "callback-ari", "instance_id": "bench", "dialogue_timeout": "120",
-                 "log_format": "json", "log_level": "info"},  # fmt: skip
+        general={
+            "app": "callback-ari",
+            "instance_id": "bench",
+            "dialogue_timeout": "120",
+            "log_format": "json",
+            "log_level": "info",
+        },
         queue=queue,
     )
-    return text + f"[http]\nenabled = yes\nbind = 127.0.0.1\nport = {http_port}\n[agi]\nenabled = no\n"
+    return (
+        text + f"[http]\nenabled = yes\nbind = 127.0.0.1\nport = {http_port}\n[agi]\nenabled = no\n"
+    )
 
 
 @dataclass
@@ -118,15 +125,19 @@ class ServiceProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    async def start(self) -> None:
+    def launch(self) -> subprocess.Popen[bytes]:
         conf = self.workdir / "callback_ari.conf"
         conf.write_text(self.config_text)
         lag = self.workdir / "lag.json"
         lag.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, __file__, "serve", str(conf), str(lag)], stdout=log, stderr=log
             )
+
+    async def start(self) -> None:
+        """Start the service and wait until its /readyz says ARI, AMI and Redis are up."""
+        self.proc = await asyncio.to_thread(self.launch)
         url = f"http://127.0.0.1:{self.http_port}/readyz"
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(30):
@@ -142,12 +153,7 @@ class ServiceProcess:
     async def stop(self) -> list[tuple[float, float]]:
         """SIGTERM, wait, and the probe's (monotonic time, lag ms) samples."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.proc.wait, 30)
-        lag = self.workdir / "lag.json"
-        samples: list[list[float]] = json.loads(lag.read_text()) if lag.exists() else []
-        return [(at, ms) for at, ms in samples]
+        return await stopped(self.proc, self.workdir / "lag.json")
 
     def log_entries(self) -> list[dict[str, object]]:
         """The service's JSON log lines, parsed."""
@@ -167,6 +173,30 @@ class ServiceProcess:
         ]
 
 
+async def stopped(proc: subprocess.Popen[bytes], lag: Path) -> list[tuple[float, float]]:
+    """SIGTERM a probing child, wait for it, and read its (monotonic time, lag ms) samples."""
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(proc.wait, 30)
+    text = await asyncio.to_thread(lambda: lag.read_text() if lag.exists() else "[]")
+    return [(at, ms) for at, ms in json.loads(text)]
+
+
+@dataclass
+class ControlProbe:
+    """The same probe alone in a process of its own: the lag the machine's load causes."""
+
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        lag = self.workdir / "control.json"
+        self.proc = subprocess.Popen([sys.executable, __file__, "control", str(lag)])
+
+    async def stop(self) -> list[tuple[float, float]]:
+        assert self.proc is not None
+        return await stopped(self.proc, self.workdir / "control.json")
+
+
 def new_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="cb-pbxbench-"))
 
@@ -174,33 +204,50 @@ def new_workdir() -> Path:
 # --- inside the service process ----------------------------------------------------------
 
 
+async def _probe(samples: list[tuple[float, float]]) -> None:
+    """Sleep 10 ms again and again; record (when, overshoot ms): the loop's lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(PROBE_S)
+        samples.append((time.monotonic(), (loop.time() - start - PROBE_S) * 1000))
+
+
 async def _serve(config_path: Path, lag_path: Path) -> None:
-    config = parse_config(config_path.read_text(), env={})
+    config = parse_config(await asyncio.to_thread(config_path.read_text), env={})
     configure_logging(fmt="json", level="info", stream=sys.stdout)
     service = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     samples: list[tuple[float, float]] = []
-
-    async def probe() -> None:
-        while True:
-            start = loop.time()
-            await asyncio.sleep(PROBE_S)
-            samples.append((time.monotonic(), (loop.time() - start - PROBE_S) * 1000))
-
     try:
         async with asyncio.TaskGroup() as tg:
             service_task = tg.create_task(service.run(), name="service")
-            probe_task = tg.create_task(probe(), name="lag-probe")
+            probe_task = tg.create_task(_probe(samples), name="lag-probe")
             await stop.wait()
             service_task.cancel()
             probe_task.cancel()
     finally:
-        lag_path.write_text(json.dumps(samples))
+        await asyncio.to_thread(lag_path.write_text, json.dumps(samples))
+
+
+async def _control(lag_path: Path) -> None:
+    """The probe alone in its own process: what the machine's load does to any loop."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    samples: list[tuple[float, float]] = []
+    async with asyncio.TaskGroup() as tg:
+        probe_task = tg.create_task(_probe(samples), name="lag-probe")
+        await stop.wait()
+        probe_task.cancel()
+    await asyncio.to_thread(lag_path.write_text, json.dumps(samples))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "serve":
-        sys.exit(f"usage: {sys.argv[0]} serve CONFIG LAGFILE")
-    asyncio.run(_serve(Path(sys.argv[2]), Path(sys.argv[3])))
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        asyncio.run(_serve(Path(sys.argv[2]), Path(sys.argv[3])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "control":
+        asyncio.run(_control(Path(sys.argv[2])))
+    else:
+        sys.exit(f"usage: {sys.argv[0]} serve CONFIG LAGFILE | control LAGFILE")
