@@ -30,6 +30,7 @@ from offer_bench import PROBE_S, Lag
 
 from callback_ari.config.loader import parse_config
 from callback_ari.logs import configure_logging
+from callback_ari.ops.web import http_front_end
 from callback_ari.service.service import Service
 from callback_ari.sim.sandbox import Sandbox
 
@@ -216,7 +217,7 @@ async def _probe(samples: list[tuple[float, float]]) -> None:
 async def _serve(config_path: Path, lag_path: Path) -> None:
     config = parse_config(await asyncio.to_thread(config_path.read_text), env={})
     configure_logging(fmt="json", level="info", stream=sys.stdout)
-    service = Service(config)
+    service = Service(config, front_ends=[http_front_end])  # as `callback-ari run` does
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
