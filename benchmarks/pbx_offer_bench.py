@@ -5,12 +5,13 @@ Run (as root, the sandbox built): CBPBX_NAME=... CBPBX_ARI_PORT=... CBPBX_AMI_PO
 
 For each N of the ramp: a freshly started sandbox Asterisk 22, an emptied redis-server and the
 service as its own process (pbx_rig.py, with its loop-lag probe). Both agents are busy, so no
-callback is dialled. N callers ring the inbound route (support@incoming, through the kit) at
-once, hold past ``offer_threshold`` (1 s), are withdrawn and offered a callback, and play the
-dialogue on real prompts: 70 % accept their caller ID, 20 % key another number, 10 % decline and
-go back to the queue. Like a person, each caller answers the prompt it has just heard
-(KEYS: what it presses when a prompt's last sound ends, seen on the harness's ARI link), so a
-prompt played again after a slow key is answered again rather than derailing the script.
+callback is dialled. N callers ring the inbound route (support@incoming, through the kit) over
+``--spread`` seconds (10 s; a dialogue lasts 25-50 s, so they all talk at once), hold past
+``offer_threshold`` (1 s), are withdrawn and offered a callback, and play the dialogue on real
+prompts: 70 % accept their caller ID, 20 % key another number, 10 % decline and go back to the
+queue. Like a person, each caller answers the prompt it has just heard (KEYS: what it presses
+when a prompt's last sound ends, seen on the harness's ARI link), so a prompt played again
+after a slow key is answered again rather than derailing the script.
 
 A dialogue fails unless it ends as planned before the deadline: a callback stored for the
 right number and the caller hung up by the service, or (declined) the caller back in the queue
@@ -42,6 +43,7 @@ from pbx_rig import (
     machine,
     new_workdir,
     pct,
+    renice,
     service_config,
 )
 
@@ -104,6 +106,7 @@ class Step:
     window_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core over the window
     dialogue_s: list[float] = field(default_factory=list)
+    peak: int = 0  # the most dialogues under way at the same moment
 
     @property
     def ok(self) -> bool:
@@ -113,10 +116,11 @@ class Step:
 class Callers:
     """Plays N callers through the kit's offer path, reading the harness's event logs once."""
 
-    def __init__(self, h: Harness, count: int, tag: str) -> None:
+    def __init__(self, h: Harness, count: int, tag: str, spread_s: float) -> None:
         self.h = h
         self.count = count
         self.tag = tag
+        self.spread_s = spread_s
         self.calls: dict[str, Call] = {}  # by the PBX-side channel id (;2, runs the dialplan)
         self._ari = len(h.watch.ari)
         self._ami = len(h.watch.ami)
@@ -137,6 +141,7 @@ class Callers:
         gate = asyncio.Semaphore(PLACING)
 
         async def place(i: int) -> None:
+            await asyncio.sleep(i * self.spread_s / self.count)
             async with gate:
                 handset = f"{self.tag}-{i}"
                 self.calls[handset + "-pbx"] = Call(i, behaviour(i), handset, time.monotonic())
@@ -221,34 +226,55 @@ async def check(calls: dict[str, Call], store: CallbackStore) -> list[str]:
     return failed
 
 
-async def step(box: Sandbox, redis_url: str, n: int, subscribe_all: bool) -> Step:
+def peak(calls: list[Call]) -> int:
+    """The most callers in their dialogue (first prompt heard, not yet done) at one moment."""
+    edges = sorted(
+        [(c.offered, 1) for c in calls if c.offered] + [(c.ended, -1) for c in calls if c.offered]
+    )
+    most = now = 0
+    for _at, change in edges:
+        now += change
+        most = max(most, now)
+    return most
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    subscribe_all: bool
+    spread_s: float
+    nice: int
+
+
+async def step(box: Sandbox, redis_url: str, n: int, opts: Options) -> Step:
     box.start()
     work = new_workdir()
     text = service_config(box, redis_url, free_port(), work / "service.log",
                           offer_threshold="1", max_pending="100000", response_timeout="8",
                           digit_timeout="3", announce_wait="no")  # fmt: skip
     config = parse_config(text, env={})
-    service = ServiceProcess(text, config.http.port, work)
+    service = ServiceProcess(text, config.http.port, work, nice=opts.nice)
     client = connect_redis(redis_url)
     await client.flushall()
     store = CallbackStore(client, prefix=config.redis.prefix)
     result = Step(n)
     ast = asterisk_pid(box)
+    if opts.nice:
+        renice(ast, opts.nice)
     samples: list[tuple[float, float]] = []
     control: list[tuple[float, float]] = []
-    probe = ControlProbe(work)
+    probe = ControlProbe(work, nice=opts.nice)
     probe.start()
     try:
         # The harness is the callers' phones: with subscribeAll and every AMI class it costs
         # Asterisk more than the calls do, so by default it watches only what it needs.
-        events = "on" if subscribe_all else "agent"
-        async with Harness(box, subscribe_all=subscribe_all, ami_classes=events) as h:
+        events = "on" if opts.subscribe_all else "agent"
+        async with Harness(box, subscribe_all=opts.subscribe_all, ami_classes=events) as h:
             await h.device("agent1", "INUSE")
             await h.device("agent2", "INUSE")
             await service.start()
             idle_from = time.monotonic()
             await asyncio.sleep(IDLE_S)
-            callers = Callers(h, n, f"bench{n}x{int(time.time()) % 10**6}")
+            callers = Callers(h, n, f"bench{n}x{int(time.time()) % 10**6}", opts.spread_s)
             start = time.monotonic()
             cpu0 = (cpu_of(ast), cpu_of(service.pid), own_cpu())
             with contextlib.suppress(TimeoutError):
@@ -263,6 +289,7 @@ async def step(box: Sandbox, redis_url: str, n: int, subscribe_all: bool) -> Ste
             }
             result.failed = await check(callers.calls, store)
             result.dialogue_s = [c.ended - c.offered for c in callers.calls.values() if c.ended]
+            result.peak = peak(list(callers.calls.values()))
             for call in callers.calls.values():
                 if not call.hung_up:
                     await h.hang_up(call.handset)
@@ -284,12 +311,14 @@ async def step(box: Sandbox, redis_url: str, n: int, subscribe_all: bool) -> Ste
     return result
 
 
-def report_header(version: str) -> None:
+def report_header(version: str, opts: Options) -> None:
     print(f"\npbx_offer_bench against the sandbox PBX, {version}")
+    print(f"  callers ring in over {opts.spread_s:g} s; nice {opts.nice} for Asterisk, the "
+          f"service and the control probe; harness subscribeAll {opts.subscribe_all}")  # fmt: skip
     for line in machine():
         print(f"  {line}")
     print(
-        f"\n{'dialogues':>9} {'failed':>6} {'stored':>6} {'declined':>8} {'errors':>6}"
+        f"\n{'callers':>7} {'peak':>5} {'failed':>6} {'stored':>6} {'declined':>8} {'errors':>6}"
         f" {'lag p50':>7} {'lag p99':>7} {'lag max':>7} {'ctl p99':>7} {'window s':>8}"
         f" {'dlg p50 s':>9} {'ast CPU':>7} {'svc CPU':>7} {'drv CPU':>7}  result"
     )
@@ -298,7 +327,7 @@ def report_header(version: str) -> None:
 def report_row(s: Step) -> None:
     verdict = "PASS" if s.ok else "FAIL"
     print(
-        f"{s.callers:>9} {len(s.failed):>6} {s.results['stored']:>6}"
+        f"{s.callers:>7} {s.peak:>5} {len(s.failed):>6} {s.results['stored']:>6}"
         f" {s.results['declined']:>8} {len(s.errors):>6}"
         f" {s.load.pct(0.5):>7.2f} {s.load.pct(0.99):>7.2f} {max(s.load.samples, default=0):>7.2f}"
         f" {s.control.pct(0.99):>7.2f}"
@@ -309,17 +338,17 @@ def report_row(s: Step) -> None:
     )
 
 
-async def bench(ramp: list[int], redis_url: str, subscribe_all: bool) -> int:
+async def bench(ramp: list[int], redis_url: str, opts: Options) -> int:
     box = Sandbox.from_env()
     if (reason := box.unavailable()) is not None:
         print(f"pbx_offer_bench: {reason}", file=sys.stderr)
         return 2
     box.start()
-    report_header(asterisk_version(box))
+    report_header(asterisk_version(box), opts)
     steps = []
     try:
         for n in ramp:
-            s = await step(box, redis_url, n, subscribe_all)
+            s = await step(box, redis_url, n, opts)
             steps.append(s)
             report_row(s)
             for line in s.failed[:5]:
@@ -335,6 +364,7 @@ async def bench(ramp: list[int], redis_url: str, subscribe_all: bool) -> int:
     passing = [s.callers for s in steps if s.ok]
     print(f"largest N with 0 failed dialogues and loop lag p99 < 50 ms: "
           f"{max(passing) if passing else 'none'} (target >= 200)")  # fmt: skip
+    print("peak: the most dialogues under way at one moment (first prompt heard, not yet done)")
     print("lag: the service's probe during the load; ctl: the same probe alone in its own process")
     print("CPU: share of one core over the load window (2 cores = 200 %)")
     return 0
@@ -344,6 +374,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--ramp", default="50,100,200,300,400")
     parser.add_argument(
+        "--nice", type=int, default=0,
+        help="nice value for Asterisk, the service and the control probe (e.g. -10 on a machine "
+        "shared with other work; the driver keeps its own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--spread", type=float, default=10.0,
+        help="seconds over which the N callers ring in (0: all in the same instant)",
+    )  # fmt: skip
+    parser.add_argument(
         "--subscribe-all", action="store_true",
         help="the harness watches everything (ARI subscribeAll, every AMI class), as the tests do",
     )  # fmt: skip
@@ -352,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     redis = RedisProcess()
     redis.start()
     try:
-        status = asyncio.run(bench(ramp, redis.url, args.subscribe_all))
+        opts = Options(args.subscribe_all, args.spread, args.nice)
+        status = asyncio.run(bench(ramp, redis.url, opts))
     finally:
         redis.close()
     sys.exit(status)
