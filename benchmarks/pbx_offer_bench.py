@@ -29,8 +29,10 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
+import aiohttp
 from offer_bench import Lag, behaviour
 from pbx_rig import (
     ControlProbe,
@@ -48,7 +50,7 @@ from pbx_rig import (
 )
 
 from callback_ari.config.loader import parse_config
-from callback_ari.sim.sandbox import AmiMessage, Harness, JsonDict, Sandbox
+from callback_ari.sim.sandbox import AmiMessage, Harness, JsonDict, Sandbox, SandboxError
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 from callback_ari.store.store import CallbackStore, connect_redis
 
@@ -90,6 +92,7 @@ class Call:
     keyed: bool = False
     queue_joins: int = 0
     hung_up: bool = False
+    error: str = ""  # a request of this caller's phone that Asterisk refused
 
 
 @dataclass(slots=True)
@@ -145,13 +148,23 @@ class Callers:
             async with gate:
                 handset = f"{self.tag}-{i}"
                 self.calls[handset + "-pbx"] = Call(i, behaviour(i), handset, time.monotonic())
-                await self.h.call_in(caller_number(i), channel_id=handset, name=f"Caller {i}")
-                if not self.h.subscribe_all:
-                    await self.h.subscribe(handset + "-pbx")
+                call = self.calls[handset + "-pbx"]
+                await self._act(call, self.h.call_in(caller_number(i), channel_id=handset,
+                                                     name=f"Caller {i}"))  # fmt: skip
+                if not self.h.subscribe_all and not call.error:
+                    await self._act(call, self.h.subscribe(handset + "-pbx"))
 
         async with asyncio.TaskGroup() as tg:
             for i in range(self.count):
                 tg.create_task(place(i))
+
+    async def _act(self, call: Call, request: Awaitable[object]) -> None:
+        """One request of a caller's phone; a refusal fails that caller, not the run."""
+        try:
+            await request
+        except (SandboxError, aiohttp.ClientError) as exc:
+            call.error = call.error or repr(exc)
+            self._finish(call)
 
     def _news(self) -> bool:
         return len(self.h.watch.ari) > self._ari or len(self.h.watch.ami) > self._ami
@@ -188,7 +201,7 @@ class Callers:
                 keys = keyed_number(call.index) + "#"
                 call.keyed = True
             if keys is not None:
-                tg.create_task(self.h.press(call.handset, keys))
+                tg.create_task(self._act(call, self.h.press(call.handset, keys)))
         elif kind == "ChannelDestroyed":
             call = self.calls.get(event["channel"]["id"])
             if call is not None:
@@ -204,7 +217,7 @@ class Callers:
         call.queue_joins += 1
         if call.queue_joins == 2:  # back in the queue after the offer: this caller is done
             self._finish(call)
-            tg.create_task(self.h.hang_up(call.handset))
+            tg.create_task(self._act(call, self.h.hang_up(call.handset)))
 
 
 async def check(calls: dict[str, Call], store: CallbackStore) -> list[str]:
@@ -217,7 +230,9 @@ async def check(calls: dict[str, Call], store: CallbackStore) -> list[str]:
             else caller_number(call.index)
         )  # fmt: skip
         stored = await store.find_live(QUEUE, wanted or caller_number(call.index))
-        if not call.ended:
+        if call.error:
+            failed.append(f"{channel} ({call.plan}): {call.error}")
+        elif not call.ended:
             failed.append(f"{channel} ({call.plan}): still open at the deadline")
         elif wanted is None and (call.queue_joins < 2 or stored is not None):
             failed.append(f"{channel} (decline): joins {call.queue_joins}, stored {stored}")
@@ -268,7 +283,9 @@ async def step(box: Sandbox, redis_url: str, n: int, opts: Options) -> Step:
         # The harness is the callers' phones: with subscribeAll and every AMI class it costs
         # Asterisk more than the calls do, so by default it watches only what it needs.
         events = "on" if opts.subscribe_all else "agent"
-        async with Harness(box, subscribe_all=opts.subscribe_all, ami_classes=events) as h:
+        async with Harness(
+            box, subscribe_all=opts.subscribe_all, ami_classes=events, http_connections=20
+        ) as h:
             await h.device("agent1", "INUSE")
             await h.device("agent2", "INUSE")
             await service.start()

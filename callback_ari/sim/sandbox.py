@@ -149,14 +149,18 @@ class Harness:
     """
 
     def __init__(
-        self, sandbox: Sandbox, *, subscribe_all: bool = True, ami_classes: str = "on"
-    ) -> None:
+        self, sandbox: Sandbox, *, subscribe_all: bool = True, ami_classes: str = "on",
+        http_connections: int = 100,
+    ) -> None:  # fmt: skip
         """``subscribe_all=False`` and narrower ``ami_classes`` (AMI classes, e.g. "agent")
         cost Asterisk less per call: for load, where the harness must not be the bottleneck.
-        Without subscribeAll, ``subscribe(channel_id)`` adds one channel's events."""
+        Without subscribeAll, ``subscribe(channel_id)`` adds one channel's events.
+        ``http_connections`` caps the harness's share of Asterisk's HTTP sessions (http.conf
+        ``sessionlimit``, 100 by default, shared with the service's ARI client)."""
         self.sandbox = sandbox
         self.subscribe_all = subscribe_all
         self.ami_classes = ami_classes
+        self.http_connections = http_connections
         self.watch = _Watch()
         self._http: aiohttp.ClientSession | None = None
         self._ami_writer: asyncio.StreamWriter | None = None
@@ -170,6 +174,7 @@ class Harness:
         self._http = aiohttp.ClientSession(
             base_url=self.sandbox.ari_url,
             headers={"Authorization": "Basic " + base64.b64encode(auth).decode()},
+            connector=aiohttp.TCPConnector(limit=self.http_connections),
         )
         ws = await self._http.ws_connect(
             "/ari/events",
