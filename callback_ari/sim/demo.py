@@ -220,10 +220,11 @@ def _header(
     pbx: PbxLink, config: Config, kit: Path | None, speed: float, seed: int, redis_url: str
 ) -> None:
     q = config.queues[QUEUE]
-    say(f"callback-ari demo, {speed:g}x real time, seed {seed}")
+    clock = "story clock " if pbx.real_time else ""
+    say(f"callback-ari demo, {clock}{speed:g}x real time, seed {seed}")
     say(pbx.description)
     say(f"private redis-server: {redis_url}; the real service runs in this process")
-    if pbx.dial_template.startswith("Local/"):  # the sandbox: real channels, real prompts
+    if pbx.real_time:
         say("dialplan: the kit as `dialplan/sandbox/pbx start` installs it; customers dialled "
             f"as {pbx.dial_template}; prompts, rings and talk take real time")  # fmt: skip
     else:

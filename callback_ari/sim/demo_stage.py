@@ -34,6 +34,7 @@ class PbxLink:
     ami_user: str
     ami_secret: str
     dial_template: str
+    real_time: bool  # a real PBX: prompts, rings and talk take the time they take
 
 
 class Stage(Protocol):
@@ -90,7 +91,7 @@ class SimStage:
         return PbxLink(
             f"simulated Asterisk 22: ARI {sim.ari_url}, AMI port {sim.ami_port}",
             sim.ari_url, sim.ari_user, sim.ari_password, sim.host, sim.ami_port, sim.ami_user,
-            sim.ami_secret, "PJSIP/{number}@trunk",
+            sim.ami_secret, "PJSIP/{number}@trunk", real_time=False,
         )  # fmt: skip
 
     async def setup(
@@ -167,7 +168,7 @@ class SandboxStage:
             f"real Asterisk 22 (sandbox {box.name}, {self.version}): ARI {box.ari_url}, "
             f"AMI port {box.ami_port}",
             box.ari_url, box.ari_user, box.ari_password, "127.0.0.1", box.ami_port, box.ami_user,
-            box.ami_secret, "Local/{number}@customers",
+            box.ami_secret, "Local/{number}@customers", real_time=True,
         )  # fmt: skip
 
     async def setup(
