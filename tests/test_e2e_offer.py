@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -74,12 +75,18 @@ async def within(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
+# The caller's silences: response_timeout and digit_timeout of every scenario. Short, so the
+# silence paths take a fraction of a second; raise it (CB_E2E_SILENCE_S) on a very slow machine.
+SILENCE_S = float(os.environ.get("CB_E2E_SILENCE_S", "0.3"))
+# How fast the fake plays prompts and runs the queue (1.0: real time).
+TIME_SCALE = float(os.environ.get("CB_E2E_TIME_SCALE", "0.02"))
+
 # Dialogue tests enter by the exit digit (instant); the entry tests cover timeout and withdraw.
 DIGIT_ENTRY: dict[str, Any] = {
     "offer_threshold": 0,
     "withdraw": "no",
-    "response_timeout": 1,
-    "digit_timeout": 1,
+    "response_timeout": SILENCE_S,
+    "digit_timeout": SILENCE_S,
     "announce_wait": "no",
 }
 
@@ -112,7 +119,7 @@ class Pbx:
 async def scenario(
     redis_url: str,
     *,
-    time_scale: float = 0.05,
+    time_scale: float = TIME_SCALE,
     dialplan: str = KIT,
     queue: dict[str, Any] | None = None,
     sim_timeout: int | None = None,
@@ -199,7 +206,8 @@ class Person:
             elif r.method == "POST" and r.path == f"{chan}/variable":
                 lines.append(f"set {q['variable']}={q['value']}")
             elif r.method == "POST" and r.path == f"{chan}/continue":
-                lines.append(f"continue {q['context']}/{q['extension']}/{q['priority']}")
+                target = f" {q['context']}/{q['extension']}/{q['priority']}" if q else ""
+                lines.append(f"continue{target}")
             elif r.method == "DELETE" and r.path == chan:
                 lines.append("hangup")
         return lines
@@ -248,7 +256,10 @@ def assert_record(cb: Callback, person: Person, number: str) -> None:
 # --- storing a callback ---------------------------------------------------------------------------
 
 
-async def test_accept_with_caller_id_stores_it_and_hangs_up(redis_url: str) -> None:
+async def test_accept_with_caller_id_stores_it_and_returns_callback_status(
+    redis_url: str,
+) -> None:
+    """The kit's subroutine returns QUEUESTATUS=CALLBACK to the route, which hangs up."""
     async with scenario(redis_url) as pbx:
         alice = await asks_for_callback(pbx)
         alice.press("1")
@@ -266,11 +277,41 @@ async def test_accept_with_caller_id_stores_it_and_hangs_up(redis_url: str) -> N
             f"play {callerid_readback(CALLER_ID)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
+        assert alice.ch.variables["QUEUESTATUS"] == "CALLBACK"
+        assert alice.ch.gosub_stack == []  # returned from the subroutine into the route
         assert pbx.metric("callback_offers_total", queue="support", entry="digit") == 1
         assert pbx.metric("callback_offer_results_total", queue="support", result="stored") == 1
         assert pbx.sim.originates == []  # every agent is busy: nobody is dialled yet
+
+
+async def test_queue_language_is_asked_for_on_every_prompt(redis_url: str) -> None:
+    """language = fr: every play of the dialogue (sounds, the read-back digits, the wait
+    estimate) carries lang=fr, so Asterisk picks sounds/fr and its French say-number."""
+    async with scenario(redis_url, queue={"language": "fr"}) as pbx:
+        alice = await asks_for_callback(pbx)
+        alice.press("1")
+        await alice.hears_out(callerid_readback(CALLER_ID))
+        await alice.hears_out(CONFIRM)
+        alice.press("1")
+        await alice.hears(STORED)
+        await pbx.idle()
+        plays = [
+            r.query
+            for r in pbx.sim.requests
+            if r.method == "POST" and r.path == f"/ari/channels/{alice.id}/play"
+        ]
+        assert len(plays) == 4
+        assert {q.get("lang") for q in plays} == {"fr"}
+
+
+async def test_channel_language_is_left_alone_without_a_queue_language(redis_url: str) -> None:
+    async with scenario(redis_url) as pbx:
+        await asks_for_callback(pbx)  # the offer is playing
+        plays = [r.query for r in pbx.sim.requests if r.path.endswith("/play")]
+        assert plays and all("lang" not in q for q in plays)
 
 
 async def test_press_2_at_caller_id_menu_enters_another_number(redis_url: str) -> None:
@@ -299,7 +340,8 @@ async def test_press_2_at_caller_id_menu_enters_another_number(redis_url: str) -
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -327,7 +369,8 @@ async def test_caller_id_withheld_or_not_callable_goes_straight_to_entry(
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -365,7 +408,8 @@ async def test_refused_number_is_not_read_back_and_caller_can_retry(
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -433,7 +477,7 @@ async def test_silence_or_2_at_the_offer_returns_to_queue(redis_url: str, key: s
         alice = await asks_for_callback(pbx)
         if key is not None:
             alice.press(key)
-        await alice.hears(RETURNING)  # silence: after response_timeout (1 s)
+        await alice.hears(RETURNING)  # silence: after response_timeout (SILENCE_S)
         await alice.back_in_queue()
         await pbx.idle()
 
@@ -446,6 +490,7 @@ async def test_silence_or_2_at_the_offer_returns_to_queue(redis_url: str, key: s
         assert await pbx.callbacks() == []
 
 
+@pytest.mark.expect_errors("offer.store_failed")
 async def test_redis_down_plays_sorry_and_returns_to_queue() -> None:
     redis = RedisProcess()
     redis.start()
@@ -503,7 +548,8 @@ async def test_duplicate_number_hears_already_pending_and_one_record_is_kept(
             f"play {callerid_readback(CALLER_ID)}",
             f"play {CONFIRM}",
             f"play {ALREADY}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
         assert pbx.metric("callback_offer_results_total", queue="support", result="existing") == 1
 

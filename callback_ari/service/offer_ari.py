@@ -2,8 +2,9 @@
 
 The machine decides; this module only executes its actions (play, stop, timers, store,
 continue, hang up) against ARI and the store, and turns ARI events back into machine inputs.
-Every exit path ends with the caller either stored-and-hung-up or continued back into the
-queue at the position they left; a caller who hangs up just ends the session.
+Every exit path ends with the caller either stored and handed back to the kit with
+``CB_RESULT=CALLBACK`` (its subroutine returns ``QUEUESTATUS=CALLBACK``) or continued back into
+the queue at the position they left; a caller who hangs up just ends the session.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from callback_ari.errors import AriError, AriNotFound
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
+    CB_RESULT,
+    CB_RESULT_CALLBACK,
     OfferEntry,
     number_validator,
     offer_finished,
@@ -69,7 +72,7 @@ class OfferSession:
         self._playback: tuple[str, int] | None = None  # (playback id, token)
         self._timer: tuple[float, int] | None = None  # (loop deadline, token)
         self._ended = False
-        self.result = "running"
+        self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
     @property
     def channel_id(self) -> str:
@@ -97,7 +100,7 @@ class OfferSession:
         self._todo.extend(self._machine.handle(event))
         self._events.put_nowait(_WAKE)
 
-    async def run(self) -> str:
+    async def run(self) -> offer.OfferResult:
         """Run the dialogue to its end; returns the machine's result."""
         q = self._q
         offer_started(
@@ -115,14 +118,15 @@ class OfferSession:
                     await self._next_input()
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, channel_id=self.channel_id)
-            await self._back_to_queue("dialogue_timeout")
+            await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
         except Exception as exc:  # any internal error: the caller goes back to the queue
             self._metrics.errors.labels("flow").inc()
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
-            await self._back_to_queue("error")
-        self.result = self.result if self.result != "running" else str(self._machine.result)
-        offer_finished(self._metrics, q, self.result, channel_id=self.channel_id, frontend="ari")
-        return self.result
+            await self._back_to_queue(offer.ContinueReason.ERROR)
+        result = self.result or self._machine.result or _ABANDONED
+        self.result = result
+        offer_finished(self._metrics, q, result, channel_id=self.channel_id, frontend="ari")
+        return result
 
     async def _next_input(self) -> None:
         loop = asyncio.get_running_loop()
@@ -162,7 +166,7 @@ class OfferSession:
                 playback_id = f"{self.channel_id}-o{token}"
                 self._playback = (playback_id, token)
                 try:
-                    await self._ari.play(self.channel_id, media, playback_id)
+                    await self._ari.play(self.channel_id, media, playback_id, self._q.language)
                 except AriNotFound:
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
@@ -180,12 +184,9 @@ class OfferSession:
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
-                self.result = (
-                    reason if reason in ("stored", "existing") else str(self._machine.result)
-                )
+                self.result = self._machine.result or offer.OfferResult(reason)
                 self._ended = True
-                with contextlib.suppress(AriError):
-                    await self._ari.hangup(self.channel_id)
+                await self._hand_back_booked()
 
     async def _store_callback(self, number: str) -> offer.Event:
         return await store_from_dialogue(
@@ -200,15 +201,28 @@ class OfferSession:
             wait_estimate=self._wait_estimate,
         )
 
-    async def return_without_offer(self, reason: str) -> None:
+    async def _hand_back_booked(self) -> None:
+        """The caller has a callback: back to the kit, which returns QUEUESTATUS=CALLBACK.
+
+        ``CB_RESULT=CALLBACK`` and a continue to the line after ``Stasis()`` let the admin's
+        dialplan say goodbye or hang up; if that fails the call is hung up as before.
+        """
+        try:
+            await self._ari.set_variable(self.channel_id, CB_RESULT, CB_RESULT_CALLBACK)
+            await self._ari.continue_next(self.channel_id)
+        except AriError:
+            with contextlib.suppress(AriError):
+                await self._ari.hangup(self.channel_id)
+
+    async def return_without_offer(self, reason: offer.ContinueReason) -> None:
         """Callbacks are closed for this queue (or we shut down): the caller keeps holding."""
-        self._metrics.offer_ended(self._q.name, reason)
+        self._metrics.offer_ended(self._q.name, reason.value)
         await self._back_to_queue(reason)
 
-    async def _back_to_queue(self, reason: str) -> None:
+    async def _back_to_queue(self, reason: offer.ContinueReason) -> None:
         """Continue the caller into the return context: same queue, the position they left."""
         self._ended = True
-        self.result = f"continued:{reason}"
+        self.result = offer.OfferResult.continued(reason)
         q = self._q
         try:
             if self._entry.position:
@@ -217,9 +231,10 @@ class OfferSession:
                 )
             await self._ari.continue_in_dialplan(self.channel_id, q.return_context, q.name, 1)
         except AriNotFound:
-            self.result = "abandoned"
+            self.result = _ABANDONED
         except AriError as exc:
             log.error("offer.continue_failed", channel_id=self.channel_id, error=str(exc))
 
 
+_ABANDONED = offer.OfferResult(offer.OfferOutcome.ABANDONED)
 _WAKE: ev.AriEvent = ev.OtherEvent(type="_wake", timestamp="", application="", raw={})

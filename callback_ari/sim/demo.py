@@ -22,6 +22,7 @@ from pathlib import Path
 
 import callback_ari
 from callback_ari.config.loader import Config, parse_config
+from callback_ari.errors import ExitCode
 from callback_ari.masking import mask
 from callback_ari.models import Callback, State
 from callback_ari.service.service import Service
@@ -43,14 +44,15 @@ from callback_ari.sim.sandbox import Harness, Sandbox
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_NO_PBX, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 # Real seconds the script may take before it gives up: 90 s at the default 10x (a normal run
 # takes about 35 s; the whole demo stays under 2 minutes), longer when slowed down. The real
 # PBX plays its prompts in real time whatever the speed: it gets DEADLINE_PBX_S more.
 DEADLINE_BASE_S, DEADLINE_STORY_S, DEADLINE_PBX_S = 30.0, 600.0, 30.0
 READY_TIMEOUT_S = 15.0
 KIT_NAME = "extensions_callback.conf"
-INCOMING = f"[from-trunk]\nexten => {QUEUE},1,Goto(callback-queue,{QUEUE},1)\n"
+INCOMING = (
+    f"[from-trunk]\nexten => {QUEUE},1,Gosub(callback-queue,{QUEUE},1())\n same => n,Hangup()\n"
+)
 REDIS_MISSING = (
     "callback-ari demo: redis-server is not installed; install it with "
     "`sudo apt-get install -y redis-server` (or run `bash .ci/install`)"
@@ -111,25 +113,25 @@ def run_demo(*, speed: float = 10.0, seed: int = 7, asterisk: bool = False) -> i
     """
     if not (math.isfinite(speed) and speed > 0):
         print(f"callback-ari demo: --speed must be a positive number, got {speed}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     box = Sandbox.from_env() if asterisk else None
     if box is not None and (reason := box.unavailable()) is not None:
         print(f"callback-ari demo --asterisk: {reason}", file=sys.stderr)
-        return EXIT_NO_PBX
+        return ExitCode.ASTERISK  # no sandbox PBX to play on
     if shutil.which("redis-server") is None:
         print(REDIS_MISSING, file=sys.stderr)
-        return EXIT_REDIS
+        return ExitCode.REDIS
     redis = RedisProcess()
     try:
         try:
             redis.start()
         except RuntimeError as exc:
             print(f"callback-ari demo: could not start redis-server: {exc}", file=sys.stderr)
-            return EXIT_REDIS
+            return ExitCode.REDIS
         return asyncio.run(_demo(speed, seed, redis.url, box))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted; the service, the PBX and redis-server are stopped")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     finally:
         redis.close()  # stops redis-server and removes its temporary directory
 
@@ -213,7 +215,7 @@ async def _demo(speed: float, seed: int, redis_url: str, box: Sandbox | None) ->
         f"OK: {connected} of {connected} callbacks connected; {served} (declined) was served; "
         f"{time.monotonic() - started:.1f} s"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _header(
@@ -253,7 +255,7 @@ def _failed(problems: list[str]) -> int:
     say("FAILED:")
     for problem in problems:
         say(f"  - {problem}")
-    return EXIT_FAILED
+    return ExitCode.FAILED
 
 
 # --- the summary -------------------------------------------------------------------
