@@ -285,12 +285,22 @@ class OutcomeView(TypedDict):
     at: str  # ISO-8601 UTC
 
 
+class ReservationView(TypedDict):
+    """A member paused for the callback whose turn it is."""
+
+    member: str  # the member's interface
+    callback_id: str
+    held_s: float
+    deadline_s: float  # seconds left before it is released whatever happens
+
+
 class QueueStatusView(TypedDict):
     name: str
     ready_members: int
     callers: list[CallerView]
     pending: list[PendingView]
     in_flight: int
+    reserved: list[ReservationView]
     last_outcomes: list[OutcomeView]
 
 
@@ -328,6 +338,7 @@ async def build_status(
     watcher_view: Callable[[str], WatcherView | Mapping[str, Any]],
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
+    reservations: Callable[[str], list[ReservationView]] | None = None,
 ) -> StatusDoc:
     """The status document: live queue data from the caller, pending and outcomes from Redis."""
     now = clock.now_ms()
@@ -366,6 +377,7 @@ async def build_status(
                 "callers": callers,
                 "pending": pending[:PENDING_SHOWN],
                 "in_flight": in_flight(name),
+                "reserved": reservations(name) if reservations is not None else [],
                 "last_outcomes": outcomes,
             }
         )

@@ -1,15 +1,18 @@
-"""One callback dial attempt: originate, wait for answer, "press 1", continue into the queue.
+"""One callback dial attempt: originate, wait for answer, "press 1", join the queue, an agent.
 
 States (``AttemptState``), each with its own deadline so no attempt can hang:
 
     originating --200--> ringing --StasisStart--> answered --"1"--> connecting --> done
          |                  |                        |                  |
-      409/error        destroyed/timeout       hangup/no "1"     agent answered/hangup/grace
-         v                  v                        v                  v
+      409/error        destroyed/timeout       hangup/no "1"     AgentConnect: connected
+         v                  v                        v           hangup first: abandoned
         done              done                     done               done
 
-The outcome (``outcomes.classify``) is recorded in the store as soon as it is known, and the
-member reservation is released when the attempt no longer holds a member.
+``connected`` means an agent answered (AMI AgentConnect of the customer's channel); a
+customer who pressed 1 and hung up before that is ``abandoned``. The member reservation
+(``reservations.py``) is released the moment the confirmed customer has joined the queue at
+the head, or as soon as the attempt fails. The outcome (``outcomes.classify``) is recorded in
+the store as soon as it is known.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailab
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Outcome, originate_channel_id
 from callback_ari.phone import mask
+from callback_ari.reservations import Reservation, ReservationBook
 from callback_ari.store import CallbackStore
 
 log = structlog.get_logger(__name__)
 
 ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
 DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
-CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
+JOIN_TIMEOUT_S = 5.0  # after continue: the customer's QueueCallerJoin is due within this
+RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this much
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 CONFIRM_PLAYS = 2  # the prompt is played at most twice before "not confirmed"
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
@@ -64,7 +69,25 @@ class LeaseLost:
     """Synthetic input: another instance reclaimed this callback; stop at once."""
 
 
-AttemptInput = ev.AriEvent | ChannelLost | LeaseLost
+@dataclass(frozen=True, slots=True)
+class QueueSeen:
+    """AMI told us about the customer's channel in the queue (QueueCallerJoin, AgentConnect,
+    QueueCallerAbandon, QueueCallerLeave, Hangup)."""
+
+    event: str
+    queue: str
+
+
+AttemptInput = ev.AriEvent | ChannelLost | LeaseLost | QueueSeen
+QUEUE_EVENTS = frozenset(
+    {"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon", "QueueCallerLeave", "Hangup"}
+)
+
+
+def reservation_seconds(q: QueueConfig) -> float:
+    """A reservation's deadline: the longest ring, two "press 1" rounds, then a margin."""
+    confirm = CONFIRM_PLAYS * (PROMPT_ALLOWANCE_S + q.confirm_timeout)
+    return q.ring_timeout + ANSWER_MARGIN_S + confirm + JOIN_TIMEOUT_S + RESERVE_MARGIN_S
 
 
 @dataclass(slots=True)
@@ -83,7 +106,13 @@ class Attempt:
     causes: dict[str, tuple[int, str]] = field(default_factory=dict)
     answered: bool = False
     confirmed: bool = False
+    reservation: Reservation | None = None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def holds_member(self) -> bool:
+        """A member is paused for this attempt right now."""
+        return self.reservation is not None and self.reservation.held
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -115,6 +144,7 @@ class AttemptRunner:
         owner: str,
         lease_ms: int,
         on_released: Callable[[Attempt, Outcome | None], None],
+        reservations: ReservationBook | None = None,
     ) -> None:
         self._ari = ari
         self._store = store
@@ -123,6 +153,7 @@ class AttemptRunner:
         self._owner = owner
         self._lease_ms = lease_ms
         self._on_released = on_released
+        self._book = reservations
 
     async def run(self, a: Attempt) -> None:
         """The whole attempt; never raises except cancellation."""
@@ -134,22 +165,25 @@ class AttemptRunner:
                 keeper = tg.create_task(self._keep_lease(a))
                 try:
                     outcome, cause = await self._dial_and_confirm(a)
+                    if a.confirmed and outcome is Outcome.CONNECTED:  # continued into the queue
+                        outcome, cause = await self._wait_for_agent(a)
+                    await self._release(a, "attempt_ended")
                     await self._record(a, outcome, cause)
-                    if outcome is Outcome.CONNECTED and a.answered:  # not if found connected
-                        await self._hold_until_agent(a)
                 finally:
                     keeper.cancel()
             self._on_released(a, outcome)
             released = True
         except asyncio.CancelledError:
-            # Shutting down mid-attempt: hang up (so nobody is left with a dead line) and let
-            # the lease expire; the callback is retried by whichever instance runs next.
+            # Shutting down mid-attempt: hang up (so nobody is left with a dead line), give
+            # the member back and let the lease expire; the next instance retries.
             await asyncio.shield(self._hangup(a))
+            await asyncio.shield(self._release(a, "shutdown"))
             raise
         except Exception as exc:  # one bad attempt must not stop the dispatcher
             self._metrics.errors.labels("flow").inc()
             log.exception("callback.attempt_error", callback_id=a.cb.id, error=str(exc))
             await self._hangup(a)
+            await self._release(a, "error")
             if outcome is None:
                 with contextlib.suppress(Exception):
                     await self._record(a, Outcome.ERROR, f"error/{type(exc).__name__}")
@@ -272,6 +306,7 @@ class AttemptRunner:
         a.confirmed = True
         with contextlib.suppress(AriError):
             await self._ari.stop_playback(f"{a.channel_id}-p{play}")
+        await self._show_customer(a)
         try:
             await self._ari.continue_in_dialplan(a.channel_id, q.connect_context, q.name, 1)
         except AriNotFound:
@@ -305,28 +340,71 @@ class AttemptRunner:
             elif isinstance(item, LeaseLost):
                 return "lease"
 
-    async def _hold_until_agent(self, a: Attempt) -> None:
-        """Keep the member reserved until the queue connects an agent (or the customer leaves)."""
+    async def _show_customer(self, a: Attempt) -> None:
+        """The member's phone shows the customer's number (and name), not our trunk's ID."""
+        try:
+            await self._ari.set_variable(a.channel_id, "CALLERID(num)", a.cb.number)
+            if a.cb.caller_name:
+                await self._ari.set_variable(a.channel_id, "CALLERID(name)", a.cb.caller_name)
+        except AriError as exc:  # cosmetic: never fail a confirmed customer over it
+            log.warning("callback.callerid_failed", callback_id=a.cb.id, error=str(exc))
+
+    async def _wait_for_agent(self, a: Attempt) -> tuple[Outcome, str]:
+        """From "pressed 1" to an agent answering: connected, or abandoned if they hang up.
+
+        The member reservation is released once app_queue has the customer at the head
+        (QueueCallerJoin), so app_queue rings that member for them and nobody else.
+        """
         a.state = AttemptState.CONNECTING
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CONNECT_GRACE_S):
+        joined = left = False
+        try:
+            async with asyncio.timeout(a.queue.max_age):
                 while True:
-                    item = await a.events.get()
-                    if isinstance(item, ev.Dial) and item.dialstatus == "ANSWER":
-                        if item.caller is not None and item.caller.id == a.channel_id:
-                            return
-                    elif isinstance(item, ev.ChannelDestroyed | ev.ChannelHangupRequest):
-                        if item.channel_id == a.channel_id:
-                            return
+                    wait = JOIN_TIMEOUT_S if a.holds_member and not joined else None
+                    try:
+                        async with asyncio.timeout(wait):
+                            item = await a.events.get()
+                    except TimeoutError:
+                        log.warning("callback.join_not_seen", callback_id=a.cb.id)
+                        await self._release(a, "join_timeout")
+                        continue
+                    if isinstance(item, QueueSeen):
+                        if item.event == "QueueCallerJoin":
+                            joined = True
+                            await self._release(a, "joined")
+                        elif item.event == "AgentConnect":
+                            return Outcome.CONNECTED, "agent/answered"
+                        elif item.event == "QueueCallerLeave":
+                            left = True
+                        elif item.event == "Hangup":
+                            if left:  # out of the queue without an agent (e.g. leavewhenempty)
+                                return Outcome.ERROR, "queue/left-without-agent"
+                            return Outcome.ABANDONED, "hangup/waiting-for-agent"
                     elif isinstance(item, ChannelLost):
-                        return
+                        return Outcome.ABANDONED, "lost/gone-while-queued"
+                    elif isinstance(item, LeaseLost):
+                        return Outcome.ERROR, "error/lease-lost"
+        except TimeoutError:
+            return Outcome.CONNECTED, "queued/agent-not-seen"
+
+    async def _release(self, a: Attempt, why: str) -> None:
+        """Give the reserved member back (unpause); never raises."""
+        res = a.reservation
+        if res is None or not res.held or self._book is None:
+            return
+        try:
+            await self._book.release(res, why)
+        except Exception:
+            log.exception("reservation.release_error", callback_id=a.cb.id)
 
     # --- store, lease, cleanup ----------------------------------------------------------
 
     async def _record(self, a: Attempt, outcome: Outcome, cause: str) -> None:
         q = a.queue
         now = self._clock.now_ms()
-        final = outcome is Outcome.REJECTED and cause.startswith("refused/")
+        final = (outcome is Outcome.REJECTED and cause.startswith("refused/")) or (
+            outcome is Outcome.ABANDONED
+        )
         try:
             updated = await self._store.record_outcome(
                 a.cb.id,

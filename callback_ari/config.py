@@ -160,6 +160,7 @@ class QueueConfig:
     on_recall: str = "cancel"
     dialing_mode: str = "customer_first"
     announce_wait: bool = True
+    reserve_member: bool = True  # pause a ready member for the callback whose turn it is
     prompts: Prompts = field(default_factory=Prompts)
 
 

@@ -422,6 +422,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "on_recall": choice("cancel", "keep"),
     "dialing_mode": dialing_mode,
     "announce_wait": boolean,
+    "reserve_member": boolean,
 }
 for _prompt in PROMPT_NAMES:
     QUEUE_SCHEMA["prompt_" + _prompt] = str_list(_media)

@@ -30,6 +30,7 @@ from callback_ari.errors import (
 from callback_ari.store import connect_redis
 
 CHECK_TIMEOUT_S = 10.0
+RESERVE_PROBE = "Local/callback-ari-check@invalid"  # a member no queue has: unpausing it is a no-op
 
 
 class Status(StrEnum):
@@ -207,6 +208,25 @@ class Doctor:
                     "manager.conf: write = agent,reporting and read = agent,call",
                 )
                 return
+            if self._cfg.queues[name].reserve_member and not await self._may_pause(ami, name):
+                return
+
+    async def _may_pause(self, ami: AmiClient, queue: str) -> bool:
+        """Member reservations need QueuePause (write = agent). Unpausing a member that does
+        not exist changes nothing: Asterisk answers "Interface not found" when the action is
+        allowed and "Permission denied" when it is not."""
+        try:
+            await ami.queue_pause(RESERVE_PROBE, False, queue=queue)
+        except AmiActionError as exc:
+            if "permission" in exc.message.lower():
+                self._add(
+                    "ami.permissions",
+                    Status.FAIL,
+                    f"QueuePause refused: {exc.message} (reserve_member = yes needs it)",
+                    "manager.conf: write = agent,reporting, or reserve_member = no",
+                )
+                return False
+        return True
 
     async def _check_contexts(self, ami: AmiClient) -> None:
         # (context, queue) -> the [queue:X] keys that name the context

@@ -79,6 +79,18 @@ class Metrics:
             ["link"],
             registry=r,
         )
+        self.reserved = Gauge(
+            "callback_reserved_members",
+            "Members paused by this instance for the callback whose turn it is",
+            ["queue"],
+            registry=r,
+        )
+        self.reservations = Counter(
+            "callback_reservations",
+            "Member reservations by how they ended (joined, failed, deadline, agent_paused, ...)",
+            ["queue", "result"],
+            registry=r,
+        )
         self.errors = Counter(
             "callback_errors", "Errors by area (store, ari, ami, flow)", ["area"], registry=r
         )

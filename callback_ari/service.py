@@ -32,6 +32,7 @@ from callback_ari.intake import OfferEntry, number_validator
 from callback_ari.metrics import Metrics
 from callback_ari.models import State
 from callback_ari.offer_ari import OfferSession
+from callback_ari.reservations import ReservationBook
 from callback_ari.store import CallbackStore, connect_redis
 from callback_ari.watcher import QueueCaller, QueueWatcher
 from callback_ari.withdrawer import Withdrawer
@@ -58,6 +59,7 @@ class Service:
             config.queues, self.clock, wrapup_s={n: q.wrapup_time for n, q in config.queues.items()}
         )
         self.dispatcher: Dispatcher | None = None
+        self.reservations: ReservationBook | None = None
         self.sessions: dict[str, OfferSession] = {}
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -116,6 +118,14 @@ class Service:
                     ping_timeout=cfg.ami.ping_timeout,
                     ssl=ssl.create_default_context() if cfg.ami.tls else None,
                 )
+                self.reservations = ReservationBook(
+                    store=self.store,
+                    watcher=self.watcher,
+                    ami=lambda: self.ami if self.ami is not None and self.ami.connected else None,
+                    owner=self.owner,
+                    app=cfg.general.app,
+                    metrics=self.metrics,
+                )
                 self.dispatcher = Dispatcher(
                     config=cfg,
                     store=self.store,
@@ -124,6 +134,7 @@ class Service:
                     clock=self.clock,
                     metrics=self.metrics,
                     owner=self.owner,
+                    reservations=self.reservations,
                 )
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(self._caller_joined)
@@ -136,6 +147,7 @@ class Service:
                     tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
                     tg.create_task(self.watcher.run())
                     tg.create_task(self.dispatcher.run())
+                    tg.create_task(self.reservations.run())
                     tg.create_task(self.withdrawer.run())
                     tg.create_task(self._gauge_loop())
                     tg.create_task(self._resync_loop())
@@ -162,6 +174,7 @@ class Service:
                 readiness=self.readiness,
                 clock=self.clock,
                 status=self.status,
+                on_stored=self._wake_dispatch,
             )
             tasks.append(api.serve(app, cfg.http.bind, cfg.http.port, listening=self.http_ready))
         if cfg.agi.enabled:
@@ -185,7 +198,22 @@ class Service:
             watcher_view=api.watcher_view_of(self.watcher, self.clock),
             in_flight=self.dispatcher.in_flight if self.dispatcher else (lambda _q: 0),
             links=self.readiness(),
+            reservations=self._reservation_views,
         )
+
+    def _reservation_views(self, queue: str) -> list[api.ReservationView]:
+        if self.reservations is None:
+            return []
+        now = time.monotonic()
+        return [
+            {
+                "member": r.interface,
+                "callback_id": r.callback_id,
+                "held_s": round(now - r.started, 1),
+                "deadline_s": round(max(0.0, r.deadline - now), 1),
+            }
+            for r in self.reservations.held(queue)
+        ]
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each link's state."""
@@ -265,6 +293,7 @@ class Service:
             result = await session.run()
             if result.startswith("continued:"):
                 self.withdrawer.declined(session.channel_id)
+            self._wake_dispatch(entry.queue)  # a callback stored: dial it now if it may be
         except asyncio.CancelledError:
             # Shutting down: nobody is left in a dead dialogue; back to the queue they go.
             await asyncio.shield(session.return_without_offer("shutdown"))
@@ -352,8 +381,13 @@ class Service:
         if self._ami_backlog is not None:
             self._ami_backlog.append(message)  # applied on top of the snapshot, in order
             return
-        self.watcher.apply(message)
+        self._apply_ami(message)
         self.withdrawer.wake()
+
+    def _apply_ami(self, message: AmiMessage) -> None:
+        self.watcher.apply(message)
+        if self.dispatcher is not None:
+            self.dispatcher.handle_ami(message)
 
     async def _load_queue_status(self) -> None:
         """Replace the watcher's state with a QueueStatus snapshot, then replay the events
@@ -367,7 +401,10 @@ class Service:
         finally:  # replayed even if QueueStatus failed: those events happened
             self._ami_backlog = None
             for message in backlog:
-                self.watcher.apply(message)
+                self._apply_ami(message)
+        if self.reservations is not None:
+            # a member paused for a reservation nobody holds any more (a crash) is released
+            await self.reservations.sweep(self.config.queues)
 
     async def _on_ami_connect(self) -> None:
         assert self.ami is not None and self.dispatcher is not None

@@ -508,3 +508,12 @@ end
 return {out, reports}
 """
 )
+
+# Compare-and-swap of one string key (member reservations). KEYS[1] key; ARGV: 1 expected
+# value, 2 new value ('' = delete), 3 TTL ms for the new value. Reply 1 if swapped, else 0.
+SWAP_IF = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+return 1
+"""

@@ -133,6 +133,9 @@
     node.querySelector(".callers-count").textContent = q.callers.length;
     node.querySelector(".pending-count").textContent = q.pending.length;
     node.querySelector(".in-flight").textContent = q.in_flight;
+    node.querySelector(".reserved").textContent = (q.reserved || []).length
+      ? (q.reserved || []).map((r) => r.member + " for " + r.callback_id).join(", ")
+      : "none";
     fillRows(
       node.querySelector(".callers tbody"),
       q.callers.map((c) => [
