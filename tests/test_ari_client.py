@@ -22,9 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from callback_ari import ari_events as ev
-from callback_ari.ari import AriClient
-from callback_ari.backoff import Backoff
+from callback_ari.asterisk import ari_events as ev
+from callback_ari.asterisk.ari import AriClient
+from callback_ari.core.backoff import Backoff
 from callback_ari.errors import (
     ApplicationReplaced,
     AriAuthError,
@@ -36,7 +36,7 @@ from callback_ari.errors import (
     AriUnavailable,
     AriUnprocessable,
 )
-from callback_ari.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.redis_process import free_port
 
 APP, USER, PASSWORD = "callback-ari", "cbuser", "cbpass"
 WAIT = 5.0  # generous upper bound for anything awaited here

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari import ari_events as ev
+from callback_ari.asterisk import ari_events as ev
 
 EXPECTED_CLASS: dict[str, type[ev.AriEvent]] = {
     "StasisStart": ev.StasisStart,

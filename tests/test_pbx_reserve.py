@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from callback_ari.config import Config, parse_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.models import State
 from callback_ari.sim.sandbox import AmiMessage, Harness, Sandbox, SandboxError
 from tests.harness import running_service, store_for

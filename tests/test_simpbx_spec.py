@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.simpbx import spec
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx import spec
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 BASIC = "Authorization: Basic Y2J1c2VyOmNicGFzcw==\r\n"  # cbuser:cbpass
 
