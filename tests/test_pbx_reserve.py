@@ -290,3 +290,82 @@ async def test_reservation_cleared_after_sigkill(
             await pbx.wait_ami(ami_is("QueueMemberPause", Interface=AGENT1, Paused="0"), since=mark)
         assert time.monotonic() - started < 2.0 + 3.0  # one resync interval + start-up
     assert await member_paused(pbx, AGENT1) == (False, "")
+
+
+async def test_agent_first_rings_the_member_then_the_customer_then_bridges(
+    pbx: Harness, sandbox: Sandbox, redis_url: str
+) -> None:
+    """dialing_mode = agent_first: agent1 is rung (and hears the number), then the customer,
+    and Asterisk bridges both; the callback is connected."""
+    await pbx.set_global("AGENT_TALK", "10")
+    await pbx.device("agent2", "INUSE")
+    config, port = service_config(sandbox, redis_url, dialing_mode="agent_first")
+    async with running_service(config):
+        mark_ari, mark_ami = len(pbx.watch.ari), len(pbx.watch.ami)
+        cb_id = await request_callback(port, "2125551010")
+        agent_leg = f"cb-{cb_id}-a1"
+        async with asyncio.timeout(20):
+            dial_end = await pbx.wait_ami(
+                ami_is("DialEnd", Uniqueid=agent_leg, DialStatus="ANSWER"), since=mark_ami
+            )
+            customer = dial_end["DestUniqueid"]
+            entered: set[str] = set()
+            bridge = ""
+            while entered != {agent_leg, customer}:
+                m = await pbx.wait_ami(
+                    lambda m: (
+                        m.get("Event") == "BridgeEnter"
+                        and m.get("Uniqueid") in {agent_leg, customer} - entered
+                    ),
+                    since=mark_ami,
+                )
+                entered.add(m["Uniqueid"])
+                assert bridge in ("", m["BridgeUniqueid"])
+                bridge = m["BridgeUniqueid"]
+        created = {
+            e["channel"]["id"]: e["_t"] for e in pbx.ari_events("ChannelCreated", since=mark_ari)
+        }
+        assert created[agent_leg] < created[customer], "the customer was rung before the member"
+        agent_called = [
+            e for e in pbx.ari_events("ChannelCreated", since=mark_ari)
+            if e["channel"]["name"].startswith("Local/agent1@agents")
+        ]  # fmt: skip
+        assert agent_called, "agent1 was not the member rung"
+        redis, store = await store_for(redis_url, prefix="cbari")
+        try:
+            async with asyncio.timeout(5):
+                while (cb := await store.get(cb_id)).state is State.DIALING:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose()
+        assert (cb.state, cb.last_outcome) == (State.CONNECTED, "connected")
+
+
+async def test_agent_first_busy_customer_releases_the_agent_and_is_retried(
+    pbx: Harness, sandbox: Sandbox, redis_url: str
+) -> None:
+    """The customer is busy: the agent hears it and is free again within 2 s; a retry follows."""
+    await pbx.set_global("AGENT_TALK", "20")  # the agent stays on the line: we release them
+    await pbx.device("agent2", "INUSE")
+    config, port = service_config(sandbox, redis_url, dialing_mode="agent_first")
+    async with running_service(config):
+        mark_ari, mark_ami = len(pbx.watch.ari), len(pbx.watch.ami)
+        cb_id = await request_callback(port, "2125552011")
+        agent_leg = f"cb-{cb_id}-a1"
+        async with asyncio.timeout(20):
+            busy = await pbx.wait_ami(
+                ami_is("DialEnd", Uniqueid=agent_leg, DialStatus="BUSY"), since=mark_ami
+            )
+            gone = await pbx.wait_ami(ami_is("Hangup", Uniqueid=agent_leg), since=mark_ami)
+        released = float(gone["_t"]) - float(busy["_t"])
+        assert released < 2.0, f"the agent was held {released:.2f} s after the busy signal"
+        async with asyncio.timeout(10):
+            await pbx.wait_ami(
+                ami_is("QueueMemberPause", Interface=AGENT1, Paused="0"), since=mark_ami
+            )
+            await pbx.wait_ari(
+                lambda e: (
+                    e.get("type") == "ChannelCreated" and e["channel"]["id"] == f"cb-{cb_id}-a2"
+                ),
+                since=mark_ari,
+            )

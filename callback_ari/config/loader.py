@@ -154,6 +154,7 @@ class QueueConfig:
     response_timeout: int = 8
     connect_context: str = "callback-connect"
     return_context: str = "callback-return"
+    agent_context: str = "callback-agent-first"  # agent_first: the member's call runs here
     queue_priority: int = 10
     wrapup_time: int = 0  # must equal queues.conf wrapuptime: Asterisk does not report it
     priority_boost: int = 0

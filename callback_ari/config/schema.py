@@ -203,12 +203,10 @@ def choice(*options: str) -> Converter:
 
 
 def dialing_mode(raw: str) -> str:
-    """Only customer-first dialling exists; agent-first (preview) is refused, not ignored."""
+    """customer_first (ring the customer, then the queue) or agent_first (ring a member)."""
     value = raw.strip().lower()
     if value not in ("customer_first", "agent_first"):
         raise ValueError("must be one of customer_first, agent_first")
-    if value == "agent_first":
-        raise ValueError("agent_first (preview dialling) is not available in this release")
     return value
 
 
@@ -416,6 +414,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "response_timeout": integer(1, 120),
     "connect_context": _CONTEXT,
     "return_context": _CONTEXT,
+    "agent_context": _CONTEXT,
     "queue_priority": integer(0, 2_147_483_647),
     "wrapup_time": integer(0, 3600),
     "priority_boost": integer(0, 86400),

@@ -234,6 +234,8 @@ class Doctor:
         for q in self._cfg.queues.values():
             wanted.setdefault((q.return_context, q.name), []).append("return_context")
             wanted.setdefault((q.connect_context, q.name), []).append("connect_context")
+            if q.dialing_mode == "agent_first":
+                wanted.setdefault((q.agent_context, q.name), []).append("agent_context")
         for (context, exten), keys in wanted.items():
             check = f"dialplan.{exten}@{context}"
             try:

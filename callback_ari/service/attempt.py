@@ -71,17 +71,21 @@ class LeaseLost:
 
 @dataclass(frozen=True, slots=True)
 class QueueSeen:
-    """AMI told us about the customer's channel in the queue (QueueCallerJoin, AgentConnect,
-    QueueCallerAbandon, QueueCallerLeave, Hangup)."""
+    """AMI told us about one of the attempt's channels: in the queue (QueueCallerJoin,
+    AgentConnect, QueueCallerAbandon, QueueCallerLeave), its Hangup, or (agent-first) the
+    member's Dial to the customer ending (DialEnd, ``status`` = its DialStatus)."""
 
     event: str
     queue: str
+    status: str = ""
 
 
 AttemptInput = ev.AriEvent | ChannelLost | LeaseLost | QueueSeen
 QUEUE_EVENTS = frozenset(
-    {"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon", "QueueCallerLeave", "Hangup"}
-)
+    {"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon", "QueueCallerLeave", "Hangup",
+     "DialEnd"}
+)  # fmt: skip
+AGENT_WHISPER_S = 30.0  # agent-first: longest whisper before the customer is dialled
 
 
 def reservation_seconds(q: QueueConfig) -> float:
@@ -164,7 +168,10 @@ class AttemptRunner:
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_lease(a))
                 try:
-                    outcome, cause = await self._dial_and_confirm(a)
+                    if a.queue.dialing_mode == "agent_first":
+                        outcome, cause = await self._agent_first(a)
+                    else:
+                        outcome, cause = await self._dial_and_confirm(a)
                     if a.confirmed and outcome is Outcome.CONNECTED:  # continued into the queue
                         outcome, cause = await self._wait_for_agent(a)
                     await self._release(a, "attempt_ended")
@@ -386,6 +393,78 @@ class AttemptRunner:
                         return Outcome.ERROR, "error/lease-lost"
         except TimeoutError:
             return Outcome.CONNECTED, "queued/agent-not-seen"
+
+    async def _agent_first(self, a: Attempt) -> tuple[Outcome, str]:
+        """Ring the reserved member, whisper the number, then the dialplan dials the customer.
+
+        The member's call runs ``[<agent_context>]`` (extensions_callback.conf): Asterisk's own
+        Dial bridges the two legs, so a restart of the service never cuts a call. We follow
+        it over AMI: DialEnd ANSWER is connected; any other dial status is the customer's
+        outcome (the dialplan plays a busy or congestion tone to the agent for 1 s and hangs
+        up); the member's leg ending before any DialEnd means the agent did not answer.
+        """
+        q = a.queue
+        res = a.reservation
+        if a.endpoint is None:
+            return Outcome.REJECTED, "refused/number-policy"
+        if res is None or not res.held:
+            return Outcome.ERROR, "error/no-member-reserved"
+        log.info(
+            "callback.dialing_agent", callback_id=a.cb.id, queue=q.name, attempt=a.cb.attempts,
+            member=res.interface, number=mask(a.cb.number), channel_id=a.channel_id,
+        )  # fmt: skip
+        if await self._previous_call_connected(a):
+            return Outcome.CONNECTED, RESUMED_CAUSE
+        name = a.cb.caller_name.replace('"', "") or "Callback"
+        try:
+            await self._ari.originate(
+                endpoint=res.interface,
+                channel_id=a.channel_id,
+                other_channel_id=a.other_id,
+                caller_id=f'"{name}" <{a.cb.number}>',  # what the agent's phone shows
+                timeout=q.ring_timeout,
+                variables={
+                    "CB_ID": a.cb.id,
+                    "CB_DIAL": a.endpoint,  # validated by dial_string: no separators
+                    "CB_NUMBER": a.cb.number.lstrip("+"),
+                    "CB_RING": str(q.ring_timeout),
+                    "CB_CALLERID": q.caller_id,
+                },
+                dialplan=(q.agent_context, q.name, 1),
+            )
+        except AriConflict:
+            log.error("callback.duplicate_channel", callback_id=a.cb.id, channel_id=a.channel_id)
+            return Outcome.ERROR, "error/duplicate-channel-id"
+        except AriError as exc:
+            return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
+        a.state = AttemptState.RINGING
+        try:
+            async with asyncio.timeout(2 * q.ring_timeout + AGENT_WHISPER_S + ANSWER_MARGIN_S):
+                while True:
+                    item = await a.events.get()
+                    if isinstance(item, QueueSeen) and item.event == "DialEnd":
+                        a.answered = True  # the agent answered and heard the whisper
+                        if item.status == "ANSWER":
+                            a.state = AttemptState.CONNECTING
+                            await self._release(a, "connected")
+                            return Outcome.CONNECTED, "agent_first/bridged"
+                        a.dialstatus = item.status
+                        outcome = outcomes.classify(
+                            dialstatus=item.status, cause=None, answered=False,
+                            confirmed=False, technology=a.technology,
+                        )  # fmt: skip
+                        return outcome, f"agent_first/{item.status}"
+                    if isinstance(item, QueueSeen) and item.event == "Hangup":
+                        why = "agent-hung-up" if a.answered else "agent-no-answer"
+                        return Outcome.ERROR, f"agent_first/{why}"
+                    if isinstance(item, ChannelLost):
+                        return Outcome.ERROR, "agent_first/lost"
+                    if isinstance(item, LeaseLost):
+                        await self._hangup(a)
+                        return Outcome.ERROR, "error/lease-lost"
+        except TimeoutError:
+            await self._hangup(a)
+            return Outcome.ERROR, "agent_first/timeout"
 
     async def _release(self, a: Attempt, why: str) -> None:
         """Give the reserved member back (unpause); never raises."""

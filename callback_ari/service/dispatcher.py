@@ -144,7 +144,9 @@ class Dispatcher:
         if msg.name in QUEUE_EVENTS:
             attempt = self._by_channel.get(msg.get("Uniqueid") or "")
             if attempt is not None:
-                attempt.events.put_nowait(QueueSeen(msg.name, msg.get("Queue") or ""))
+                attempt.events.put_nowait(
+                    QueueSeen(msg.name, msg.get("Queue") or "", msg.get("DialStatus") or "")
+                )
         if self._book is not None and self._tg is not None:
             for res in self._book.apply(msg):
                 self._tg.create_task(self._lost(res), name=f"release:{res.interface}")
@@ -280,7 +282,9 @@ class Dispatcher:
             ready = self._watcher.ready_members(queue)
             bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
             in_flight = self._in_flight[queue].values()
-            book = self._book if q.reserve_member else None
+            # agent-first always reserves: the reservation is how it picks the member
+            reserving = q.reserve_member or q.dialing_mode == "agent_first"
+            book = self._book if reserving else None
             max_dialing: int | None
             if book is not None:
                 # Each claim first locks a free ready member (Redis, across instances) and
@@ -313,7 +317,7 @@ class Dispatcher:
                         await book.unlock(queue, interface)
                         starved = True
                     break
-                attempt = self._reserve(cb, q)
+                attempt = self._reserve(cb, q, agent=interface)
                 if book is not None and interface is not None:
                     attempt.reservation = await book.hold(
                         queue, interface, cb.id, attempt.channel_id, reservation_seconds(q)
@@ -328,8 +332,11 @@ class Dispatcher:
                 self._head[queue] = None if starved else await self._store.first_due(queue)
         return started
 
-    def _reserve(self, cb: Callback, q: QueueConfig) -> Attempt:
-        """Build the attempt and reserve its channel ids and member slot before dialling."""
+    def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
+        """Build the attempt and reserve its channel ids and member slot before dialling.
+
+        Agent-first, the channel we originate is the member's (``agent``), not the customer's.
+        """
         try:
             endpoint: str | None = dial_string(q.dial_template, cb.number, self._policies[q.name])
         except NumberRejected as exc:
@@ -347,7 +354,11 @@ class Dispatcher:
             endpoint=endpoint,
             channel_id=originate_channel_id(cb.id, cb.attempts),
             other_id=originate_other_channel_id(cb.id, cb.attempts)
-            if technology == "LOCAL"
+            if (
+                technology == "LOCAL"
+                if q.dialing_mode != "agent_first"
+                else (agent or "").upper().startswith("LOCAL/")
+            )
             else None,
             technology=technology,
         )
