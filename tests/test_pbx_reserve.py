@@ -57,20 +57,22 @@ def service_config(sandbox: Sandbox, redis_url: str, **queue: str) -> tuple[Conf
     return parse_config(config_text(sandbox, redis_url, port, **queue), env={}), port
 
 
-async def request_callback(port: int, number: str) -> str:
-    """POST a web callback request; returns its id."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
+async def request_callback(
+    port: int, number: str, http: aiohttp.ClientSession | None = None
+) -> str:
+    """POST a web callback request (on ``http`` if given, else a new session); returns its id."""
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+        async with http.post(
             f"http://127.0.0.1:{port}/api/v1/callbacks",
             json={"queue": "support", "number": number, "name": "Ann"},
             headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as resp,
-    ):
-        body = await resp.json()
-        assert resp.status == 201, body
-        cb_id: str = body["callback"]["id"]
-        return cb_id
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 201, body
+            cb_id: str = body["callback"]["id"]
+            return cb_id
 
 
 def ami_is(name: str, **fields: str) -> Callable[[AmiMessage], bool]:
@@ -168,16 +170,19 @@ async def test_api_callback_with_a_ready_member_is_dialled_at_once(
         async with asyncio.timeout(5):
             while service.watcher.ready_members("support") < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        mark = len(pbx.watch.ari)
-        before = time.monotonic()
-        cb_id = await request_callback(port, "2125551003")
-        async with asyncio.timeout(5):
-            created = await pbx.wait_ari(
-                lambda e: (
-                    e.get("type") == "ChannelCreated" and e["channel"]["id"] == f"cb-{cb_id}-a1"
-                ),
-                since=mark,
-            )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                pass  # the connection is open: the clock below times the service, not TCP
+            mark = len(pbx.watch.ari)
+            before = time.monotonic()
+            cb_id = await request_callback(port, "2125551003", http)
+            async with asyncio.timeout(5):
+                created = await pbx.wait_ari(
+                    lambda e: (
+                        e.get("type") == "ChannelCreated" and e["channel"]["id"] == f"cb-{cb_id}-a1"
+                    ),
+                    since=mark,
+                )
         latency = created["_t"] - before
         assert latency < 0.1, f"dialled {latency * 1000:.0f} ms after the request"
 
