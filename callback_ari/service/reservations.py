@@ -66,6 +66,7 @@ class _Taking:
     """A member this instance is pausing before (or while) it claims a callback for it."""
 
     reason: str
+    lock: str  # the Redis lock's value while claiming: "<owner>|~<n>", unique per take
     paused: asyncio.Event = field(default_factory=asyncio.Event)
     locked: bool = False  # we hold the member's Redis lock
     ok: bool = False  # the QueuePause succeeded
@@ -99,6 +100,7 @@ class ReservationBook:
         self._metrics = metrics
         self._held: dict[tuple[str, str], Reservation] = {}
         self._taking: dict[tuple[str, str], _Taking] = {}
+        self._takes = 0
         self._drop_locks: list[Reservation] = []
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -121,7 +123,7 @@ class ReservationBook:
         key = (queue, interface)
         if self._tg is None or key in self._held or key in self._taking:
             return
-        taking = _Taking(self.prefix + callback_id)
+        taking = _Taking(self.prefix + callback_id, self._claim_lock())
         self._taking[key] = taking
         self._tg.create_task(self._pause(queue, interface, taking), name=f"pause:{interface}")
 
@@ -129,7 +131,7 @@ class ReservationBook:
         """Lock the member in Redis, then pause it: we only ever pause members we locked."""
         ami = self._ami()
         try:
-            if not await self._store.lock_member(queue, interface, self._claim_lock, CLAIM_LOCK_MS):
+            if not await self._store.lock_member(queue, interface, taking.lock, CLAIM_LOCK_MS):
                 return  # another instance is taking it
             taking.locked = True
             if ami is None:
@@ -161,18 +163,28 @@ class ReservationBook:
                     return interface
                 await self.unlock(queue, interface)
                 continue
-            if await self._store.lock_member(queue, interface, self._claim_lock, CLAIM_LOCK_MS):
-                taking = self._taking[key] = _Taking("", locked=True)
+            lock = self._claim_lock()
+            if await self._store.lock_member(queue, interface, lock, CLAIM_LOCK_MS):
+                taking = self._taking[key] = _Taking("", lock, locked=True)
                 taking.paused.set()
                 return interface
         return None
 
+    async def _give_back(self, queue: str, interface: str, taking: _Taking) -> None:
+        """A member rung for someone else while we took it: unpause and unlock it."""
+        await taking.paused.wait()
+        if self._taking.get((queue, interface)) is taking:
+            await self.unlock(queue, interface)
+
     async def unlock(self, queue: str, interface: str) -> None:
         """Give back a member ``take`` returned when there was nothing to claim."""
         taking = self._taking.pop((queue, interface), None)
-        if taking is not None and taking.ok:
+        if taking is None:
+            return  # given back already
+        if taking.ok:
             await self._unpause(queue, interface)
-        await self._unlock_quietly(queue, interface, (self._claim_lock,))
+        if taking.locked:
+            await self._unlock_quietly(queue, interface, (taking.lock,))
 
     async def hold(
         self, queue: str, interface: str, callback_id: str, channel_id: str, seconds: float
@@ -193,7 +205,7 @@ class ReservationBook:
         ami = self._ami()
         try:
             await self._store.swap_member_lock(
-                queue, interface, self._claim_lock, res.lock, int(seconds * 1000)
+                queue, interface, taking.lock if taking else "", res.lock, int(seconds * 1000)
             )
             if taking is None or not taking.ok or taking.reason != res.reason:
                 if ami is None:
@@ -207,7 +219,8 @@ class ReservationBook:
             self._held.pop(key, None)
             self._metrics.reservations.labels(queue, "failed").inc()
             await self._unpause(queue, interface)
-            await self._unlock_quietly(queue, interface, (self._claim_lock, res.lock))
+            locks = (taking.lock, res.lock) if taking else (res.lock,)
+            await self._unlock_quietly(queue, interface, locks)
             return None
         log.info(
             "reservation.held", queue=queue, member=interface, callback_id=callback_id,
@@ -265,10 +278,12 @@ class ReservationBook:
         interface = msg.get("Interface") or ""
         name = msg.name.lower()
         taking = self._taking.get((queue, interface))
-        if taking is not None and name in ("agentcalled", "agentconnect"):
+        if taking is not None and not taking.lost and name in ("agentcalled", "agentconnect"):
             taking.lost = True  # rung for a live caller before our pause: nothing to hold
             log.info("reservation.too_late", queue=queue, member=interface)
             self._metrics.reservations.labels(queue, "too_late").inc()
+            if self._tg is not None:
+                self._tg.create_task(self._give_back(queue, interface, taking))
         res = self._held.get((queue, interface))
         if res is None:
             return []
@@ -362,9 +377,9 @@ class ReservationBook:
 
     # --- internals --------------------------------------------------------------------
 
-    @property
     def _claim_lock(self) -> str:
-        return f"{self._owner}|"
+        self._takes += 1
+        return f"{self._owner}|~{self._takes}"
 
     async def _unlock_quietly(self, queue: str, interface: str, values: Iterable[str]) -> None:
         """Delete the member's lock if it holds one of ``values``; it expires anyway."""
