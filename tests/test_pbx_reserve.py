@@ -302,14 +302,14 @@ async def test_agent_first_rings_the_member_then_the_customer_then_bridges(
 ) -> None:
     """dialing_mode = agent_first: agent1 is rung (and hears the number), then the customer,
     and Asterisk bridges both; the callback is connected."""
-    await pbx.set_global("AGENT_TALK", "10")
+    await pbx.set_global("AGENT_TALK", "30")  # the whisper alone takes about 10 s
     await pbx.device("agent2", "INUSE")
     config, port = service_config(sandbox, redis_url, dialing_mode="agent_first")
     async with running_service(config):
         mark_ari, mark_ami = len(pbx.watch.ari), len(pbx.watch.ami)
         cb_id = await request_callback(port, "2125551010")
         agent_leg = f"cb-{cb_id}-a1"
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(30):
             dial_end = await pbx.wait_ami(
                 ami_is("DialEnd", Uniqueid=agent_leg, DialStatus="ANSWER"), since=mark_ami
             )
@@ -350,14 +350,14 @@ async def test_agent_first_busy_customer_releases_the_agent_and_is_retried(
     pbx: Harness, sandbox: Sandbox, redis_url: str
 ) -> None:
     """The customer is busy: the agent hears it and is free again within 2 s; a retry follows."""
-    await pbx.set_global("AGENT_TALK", "20")  # the agent stays on the line: we release them
+    await pbx.set_global("AGENT_TALK", "30")  # the agent stays on the line: we release them
     await pbx.device("agent2", "INUSE")
     config, port = service_config(sandbox, redis_url, dialing_mode="agent_first")
     async with running_service(config):
         mark_ari, mark_ami = len(pbx.watch.ari), len(pbx.watch.ami)
         cb_id = await request_callback(port, "2125552011")
         agent_leg = f"cb-{cb_id}-a1"
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(30):
             busy = await pbx.wait_ami(
                 ami_is("DialEnd", Uniqueid=agent_leg, DialStatus="BUSY"), since=mark_ami
             )

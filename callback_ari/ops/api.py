@@ -126,7 +126,17 @@ def create_app(
     app.router.add_delete("/api/v1/callbacks/{id}", api.cancel_callback)
     app.router.add_post("/api/v1/callbacks/{id}/cancel", api.cancel_callback)
     app.on_response_prepare.append(_security_headers)
+    app[_API] = api
     return app
+
+
+def reconfigure(app: web.Application, config: Config) -> None:
+    """Use ``config``'s queue settings for requests from now on (SIGHUP reload).
+
+    The token and the listener are fixed at start-up; the reload reports them as needing a
+    restart.
+    """
+    app[_API].reconfigure(config)
 
 
 async def serve(
@@ -280,18 +290,22 @@ class _Api:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        """Bearer token on /api/; API and status page off while no token is configured."""
+        """Bearer token on /api/ (off while no token is configured).
+
+        The status page itself (``/``, ``/static/``) holds no data: without a token it shows
+        the health view from /readyz, and numbers and names only with a token.
+        """
         path = request.path
-        guarded = path.startswith("/api/") or path == "/api" or path.startswith("/static/")
-        if not (guarded or path == "/"):
+        if not (path.startswith("/api/") or path == "/api"):
             return await handler(request)
         if not self._token:
             raise ApiProblem(
                 404,
                 "not_found",
-                "the HTTP API and status page are off: set 'token' in the [http] section",
+                "the HTTP API and the status page's figures are off: set 'token' in the [http] "
+                "section",
             )
-        if path.startswith("/api") and not self._authorized(request):
+        if not self._authorized(request):
             raise ApiProblem(401, "unauthorized", "missing or wrong bearer token")
         return await handler(request)
 
@@ -302,6 +316,9 @@ class _Api:
             return False
         given = credentials.strip().encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, self._token)
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -418,6 +435,7 @@ class _Api:
             raise ApiProblem(
                 409, "conflict", "the callback can no longer be cancelled", reason="terminal"
             ) from exc
+        self._metrics.callback_finished(cb, self._clock.now_ms())
         log.info("callback.cancelled", callback_id=cb.id, queue=cb.queue, via="api")
         return _json({"callback": callback_view(cb)})
 
@@ -434,3 +452,6 @@ async def _read_json(request: web.Request, *, required: bool) -> object | None:
     if not body.strip() and not required:
         return None
     return schema.decode_json(body)
+
+
+_API = web.AppKey("callback_ari.api", _Api)

@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from callback_ari.ops import api
+from callback_ari.ops.today import TodayFigures, trend_view
 from callback_ari.service.service import Service
 
 
@@ -29,18 +30,27 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
             for r in service.held_reservations(queue)
         ]
 
+    today = TodayFigures(cfg, service.clock)
+    trends = service.trends
+
     async def status() -> api.StatusDoc:
-        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
+        """The status page's JSON: live queue data from the watcher, the rest from Redis,
+        today's figures from the audit stream and the last hour from the trend buffer."""
         dispatcher = service.dispatcher
-        return await api.build_status(
+        doc = await api.build_status(
             store,
-            cfg,
+            service.config,  # a reload may have changed queue settings since the start
             service.clock,
             watcher_view=api.watcher_view_of(service.watcher, service.clock),
             in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
             links=service.readiness(),
             reservations=reservations,
         )
+        figures = await today.get(store)
+        for queue in doc["queues"]:
+            queue["today"] = figures[queue["name"]]
+            queue["trend"] = trend_view(trends.series(queue["name"]), trends.interval_s)
+        return doc
 
     app = api.create_app(
         store=store,
@@ -51,4 +61,5 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
         status=status,
         on_stored=service.wake_dispatch,
     )
+    service.on_reload(lambda config: api.reconfigure(app, config))
     return api.serve(app, cfg.http.bind, cfg.http.port, listening=service.http_ready)

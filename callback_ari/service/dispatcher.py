@@ -93,6 +93,18 @@ class Dispatcher:
 
     # --- signals in -------------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s queue settings from the next decision on (SIGHUP reload).
+
+        The set of queues stays the one the dispatcher started with; attempts already dialling
+        finish with the settings they started with.
+        """
+        self._cfg = config
+        self._hours = {
+            n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
+        }
+        self._policies = {n: NumberPolicy.from_queue(q) for n, q in config.queues.items()}
+
     def member_ready(self, queue: str) -> None:
         """Watcher signal: a member of ``queue`` became ready. Wakes that queue's loop now."""
         if queue in self._wake:
@@ -265,6 +277,16 @@ class Dispatcher:
                 expired += await self._store.expire_older_than(name, now + 1, now_ms=now)
             for cb_id in expired:
                 log.info("callback.expired", callback_id=cb_id, queue=name)
+                await self._count_finished(cb_id, now)
+
+    async def _count_finished(self, cb_id: str, now: int) -> None:
+        """Count a callback the store just finished (its origin is on the record)."""
+        try:
+            cb = await self._store.get(cb_id)
+        except StoreError as exc:
+            log.warning("dispatch.store_error", queue=None, error=str(exc))
+            return
+        self._metrics.callback_finished(cb, now)
 
     # --- one pass ---------------------------------------------------------------------
 
@@ -323,7 +345,7 @@ class Dispatcher:
                         queue, interface, cb.id, attempt.channel_id, reservation_seconds(q)
                     )
                 if ready_since is not None:
-                    self._metrics.dispatch_latency.labels(queue).observe(
+                    self._metrics.ready_to_dial.labels(queue).observe(
                         asyncio.get_running_loop().time() - ready_since
                     )
                 self._tg.create_task(self._runner.run(attempt), name=f"attempt:{cb.id}")

@@ -66,7 +66,7 @@ class SimParams:
     dialing_mode: str = "customer_first"  # or agent_first
     confirm_s: float = 7.0  # part of answer_delay_s: the "press 1" prompt and the key
     queue_connect_s: float = 1.0  # customer_first: joined at the head -> reserved agent rung
-    agent_setup_s: float = 8.0  # agent_first: the agent answers and hears the whisper
+    agent_setup_s: float = 12.0  # agent_first: the agent answers (2 s), the whisper (10 s)
     release_s: float = 1.0  # agent_first: busy/congestion tone before the agent is released
 
     def __post_init__(self) -> None:
