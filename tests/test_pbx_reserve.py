@@ -40,10 +40,16 @@ def free_port() -> int:
         return port
 
 
-def config_text(sandbox: Sandbox, redis_url: str, http_port: int, **queue: str) -> str:
+def config_text(
+    sandbox: Sandbox, redis_url: str, http_port: int, *, resync: int = 2, **queue: str
+) -> str:
+    """A QueueStatus snapshot holds AMI events back while it loads, so a short resync interval
+    (2 s: the crash tests wait for one) delays a member-ready event now and then."""
     return sandbox.service_config(
         redis_url,
-        general={"instance_id": "res-test", "resync_interval": "2", "lease_seconds": "10"},
+        general={
+            "instance_id": "res-test", "resync_interval": str(resync), "lease_seconds": "10"
+        },
         queue={
             "offer_threshold": "0", "withdraw": "no", "ring_timeout": "10",
             "confirm_timeout": "5", "retry_interval": "1", "max_attempts": "3", **queue,
@@ -52,9 +58,12 @@ def config_text(sandbox: Sandbox, redis_url: str, http_port: int, **queue: str) 
     )  # fmt: skip
 
 
-def service_config(sandbox: Sandbox, redis_url: str, **queue: str) -> tuple[Config, int]:
+def service_config(
+    sandbox: Sandbox, redis_url: str, *, resync: int = 2, **queue: str
+) -> tuple[Config, int]:
     port = free_port()
-    return parse_config(config_text(sandbox, redis_url, port, **queue), env={}), port
+    text = config_text(sandbox, redis_url, port, resync=resync, **queue)
+    return parse_config(text, env={}), port
 
 
 async def request_callback(
@@ -102,7 +111,7 @@ async def test_callback_keeps_its_place_against_a_later_live_caller(
     await pbx.set_global("AGENT_TALK", "8")
     await pbx.device("agent1", "INUSE")
     await pbx.device("agent2", "INUSE")
-    config, port = service_config(sandbox, redis_url)
+    config, port = service_config(sandbox, redis_url, resync=30)  # the default interval
     async with running_service(config):
         t0 = time.monotonic()
         cb_id = await request_callback(port, "2125551001")

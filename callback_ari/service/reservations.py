@@ -31,8 +31,10 @@ import structlog
 
 from callback_ari.asterisk.ami import AmiClient
 from callback_ari.asterisk.ami_protocol import AmiMessage
-from callback_ari.errors import AmiError, StoreError
+from callback_ari.clock import Clock, SystemClock
+from callback_ari.errors import AmiError, CallbackNotFound, StoreError
 from callback_ari.metrics import Metrics
+from callback_ari.models import State
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
 
@@ -91,7 +93,9 @@ class ReservationBook:
         owner: str,
         app: str,
         metrics: Metrics,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         self._store = store
         self._watcher = watcher
         self._ami = ami
@@ -164,7 +168,10 @@ class ReservationBook:
                 await self.unlock(queue, interface)
                 continue
             lock = self._claim_lock()
-            if await self._store.lock_member(queue, interface, lock, CLAIM_LOCK_MS):
+            if await self._store.lock_member(queue, interface, lock, CLAIM_LOCK_MS) or (
+                await self._break_stale_lock(queue, interface)
+                and await self._store.lock_member(queue, interface, lock, CLAIM_LOCK_MS)
+            ):
                 taking = self._taking[key] = _Taking("", lock, locked=True)
                 taking.paused.set()
                 return interface
@@ -175,6 +182,14 @@ class ReservationBook:
         await taking.paused.wait()
         if self._taking.get((queue, interface)) is taking:
             await self.unlock(queue, interface)
+
+    async def _break_stale_lock(self, queue: str, interface: str) -> bool:
+        """Delete the member's lock if no running attempt owns it (a crashed instance's)."""
+        held = await self._store.member_lock(queue, interface)
+        if held is None or await self._lock_is_live(held):
+            return False
+        log.warning("reservation.stale_lock", queue=queue, member=interface, lock=held)
+        return await self._store.swap_member_lock(queue, interface, held, None)
 
     async def unlock(self, queue: str, interface: str) -> None:
         """Give back a member ``take`` returned when there was nothing to claim."""
@@ -336,8 +351,8 @@ class ReservationBook:
         """Unpause members paused with our reason whose reservation no live attempt holds.
 
         A reservation is live if this instance holds it, or if another instance's Redis lock
-        for that member names the same callback (the lock expires with its deadline).
-        Returns how many members were released.
+        for that member names the same callback and that instance still holds the callback's
+        lease (``_lock_is_live``). Returns how many members were released.
         """
         ami = self._ami()
         if ami is None:
@@ -356,8 +371,12 @@ class ReservationBook:
                 except StoreError as exc:
                     log.warning("reservation.sweep_failed", error=str(exc))
                     return cleared
-                owner, _, locked_for = (lock or "").partition("|")
-                if lock is not None and owner != self._owner and locked_for == callback_id:
+                locked_for = (lock or "").partition("|")[2]
+                if (
+                    lock is not None
+                    and locked_for == callback_id
+                    and await self._lock_is_live(lock)
+                ):
                     continue  # another instance's live reservation
                 try:
                     await ami.queue_pause(member.interface, False, queue=queue)
@@ -365,7 +384,7 @@ class ReservationBook:
                     log.warning("reservation.unpause_failed", member=member.interface,
                                 error=str(exc))  # fmt: skip
                     continue
-                if lock is not None and owner == self._owner:
+                if lock is not None:
                     await self._unlock_quietly(queue, member.interface, (lock,))
                 cleared += 1
                 log.warning(
@@ -376,6 +395,27 @@ class ReservationBook:
         return cleared
 
     # --- internals --------------------------------------------------------------------
+
+    async def _lock_is_live(self, lock: str) -> bool:
+        """Whether a member lock still belongs to a running attempt of some instance.
+
+        Ours are live only while held in memory (a lock of ours we do not know is from before
+        a restart). Another instance's claim lock (``owner|~n``) is live until its short TTL;
+        its reservation (``owner|<callback id>``) while that owner holds the callback's lease.
+        """
+        owner, _, rest = lock.partition("|")
+        if owner == self._owner:
+            return any(r.lock == lock for r in self._held.values()) or any(
+                t.lock == lock for t in self._taking.values()
+            )
+        if rest.startswith("~") or not rest:
+            return True
+        try:
+            cb = await self._store.get(rest)
+        except (CallbackNotFound, StoreError):
+            return False
+        now = self._clock.now_ms()
+        return cb.state is State.DIALING and cb.lease_owner == owner and cb.lease_expires_ms > now
 
     def _claim_lock(self) -> str:
         self._takes += 1

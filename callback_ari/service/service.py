@@ -149,6 +149,7 @@ class Service:
                     owner=self.owner,
                     app=cfg.general.app,
                     metrics=self.metrics,
+                    clock=self.clock,
                 )
                 self.dispatcher = Dispatcher(
                     config=cfg,
