@@ -336,6 +336,14 @@ async def test_agent_first_rings_the_member_then_the_customer_then_bridges(
                 entered.add(m["Uniqueid"])
                 assert bridge in ("", m["BridgeUniqueid"])
                 bridge = m["BridgeUniqueid"]
+        async with asyncio.timeout(5):  # ARI's stream may lag AMI's
+            for channel in (agent_leg, customer):
+                await pbx.wait_ari(
+                    lambda e, c=channel: (
+                        e.get("type") == "ChannelCreated" and e["channel"]["id"] == c
+                    ),
+                    since=mark_ari,
+                )
         created = {
             e["channel"]["id"]: e["_t"] for e in pbx.ari_events("ChannelCreated", since=mark_ari)
         }
