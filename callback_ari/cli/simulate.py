@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 
+from callback_ari.errors import ExitCode
 from callback_ari.sim.simqueue import SimParams
 from callback_ari.sim.simulate import (
     compare_modes,
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"callback-ari simulate: {flag_names(str(exc))}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     results = compare_modes(params, thresholds, args.seed, modes or ["customer_first"])
     print(offered_load(params))
     print(format_table(results))
@@ -112,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
                 "callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",
                 file=sys.stderr,
             )
-            return 2
+            return ExitCode.USAGE
         print(f"plot written to {path}")
-    return 0
+    return ExitCode.OK
