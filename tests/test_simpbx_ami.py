@@ -184,8 +184,8 @@ async def sim() -> AsyncIterator[SimAsterisk]:
         yield fake
 
 
-async def test_ami_transcript_replay(sim: SimAsterisk, shared_asterisk: Path) -> None:
-    blocks = parse_transcript(shared_asterisk / "transcripts-22" / "ami_queue.txt")
+async def test_ami_transcript_replay(sim: SimAsterisk, asterisk_data: Path) -> None:
+    blocks = parse_transcript(asterisk_data / "ami_queue.txt")
     # the recording starts with the agents' devstates and a stats reset, done by the fixture
     blocks = [b for b in blocks if b.t > 0.1]
     loop = asyncio.get_running_loop()

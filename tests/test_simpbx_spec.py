@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from callback_ari.sim.recording import fetch_api_docs
+from callback_ari.sim.sandbox import Harness
 from callback_ari.simpbx import spec
 from callback_ari.simpbx.sim import SimAsterisk
 
@@ -35,10 +37,27 @@ async def raw(
     return status, headers, body
 
 
-def test_route_table_is_derived_from_the_shared_swagger(shared_asterisk: Path) -> None:
+@pytest.mark.asterisk
+async def test_route_table_and_models_are_derived_from_the_live_ari_spec(
+    pbx: Harness, asterisk_data: Path
+) -> None:
+    """The committed derived data equals what the sandbox Asterisk 22 serves as its api-docs."""
+    box = pbx.sandbox
+    async with asyncio.timeout(30):
+        docs = await fetch_api_docs(box.ari_url, box.harness_user, box.harness_secret)
     shipped = json.loads((Path(spec.__file__).parent / spec.ROUTES_FILE).read_text())
-    assert shipped == spec.generate(shared_asterisk / "ari-22")
+    assert shipped == spec.generate_from(docs)
     assert shipped["apiVersion"] == "10.0.0"
+    models = json.loads((asterisk_data / "ari_models.json").read_text())
+    assert models == spec.extract_models(docs)
+
+
+def test_route_table_covers_every_resource_of_the_models() -> None:
+    """The shipped table knows every ARI 22 resource the service and the fake use."""
+    table = spec.RouteTable.load()
+    assert table.api_version == "10.0.0"
+    tops = {route.segments[0] for route in table.routes}
+    assert {"channels", "bridges", "playbacks", "applications", "asterisk", "events"} <= tops
 
 
 def test_route_matching_prefers_literal_segments() -> None:
@@ -95,7 +114,7 @@ async def test_headers_look_like_asterisk(sim: SimAsterisk) -> None:
     _, headers, body = await raw(sim, "GET /ari/channels")
     names = [h.split(":", 1)[0] for h in headers if h.split(":", 1)[0] != "Connection"]
     assert names == ["Server", "Date", "Cache-Control", "Content-type", "Content-Length"]
-    assert "Server: Asterisk/GIT-22-22.0.0-pre1-541-g69535d4837" in headers
+    assert "Server: Asterisk/22.10.1+dfsg+~cs6.17.60671434-1" in headers
     assert body == b"[]"
     status, headers, _ = await raw(sim, "POST /ari/asterisk/variable?variable=X&value=1")
     assert status == "HTTP/1.1 204 No Content"
