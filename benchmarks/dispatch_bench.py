@@ -50,7 +50,7 @@ async def run_fake(kit: str) -> None:
     import structlog
     from aiohttp import web
 
-    from callback_ari.simpbx.sim import SimAsterisk
+    from callback_ari.sim.simpbx.sim import SimAsterisk
 
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(40),
@@ -172,7 +172,7 @@ def config_text(fake: Fake, redis_url: str) -> str:
 
 async def fill(redis_url: str, n: int) -> float:
     """Flush Redis and enqueue ``n`` pending callbacks (numbers the fake does not know)."""
-    from callback_ari.store import CallbackStore, connect_redis
+    from callback_ari.store.store import CallbackStore, connect_redis
 
     client = connect_redis(redis_url)
     try:
@@ -208,9 +208,9 @@ async def wait_until(predicate: Any, what: str, limit: float = 10.0) -> None:
 async def measure_size(
     fake: Fake, redis_url: str, size: int, reps: int, warmup: int
 ) -> dict[str, Any]:
-    from callback_ari.config import parse_config
-    from callback_ari.service import Service
-    from callback_ari.store import connect_redis
+    from callback_ari.config.loader import parse_config
+    from callback_ari.service.service import Service
+    from callback_ari.store.store import connect_redis
 
     fill_s = await fill(redis_url, size)
     log(f"size {size}: filled in {fill_s:.1f} s")
@@ -314,7 +314,7 @@ def table(results: list[dict[str, Any]], out: TextIO) -> None:
 
 
 async def main(sizes: list[int], reps: int, warmup: int) -> list[dict[str, Any]]:
-    from callback_ari.simpbx.redis_process import RedisProcess
+    from callback_ari.sim.simpbx.redis_process import RedisProcess
 
     redis = RedisProcess()
     redis.start()

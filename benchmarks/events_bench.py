@@ -27,8 +27,8 @@ from pathlib import Path
 
 import structlog
 
-from callback_ari.ari_events import AriEvent
-from callback_ari.ari_ws import decode_frame
+from callback_ari.asterisk.ari_events import AriEvent
+from callback_ari.asterisk.ari_ws import decode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "tests" / "data" / "asterisk-22"
@@ -121,7 +121,7 @@ def bench_ari(count: int, batch: int) -> list[str]:
 
 def bench_ami(min_messages: int) -> list[str] | None:
     try:
-        from callback_ari.ami_protocol import AmiParser
+        from callback_ari.asterisk.ami_protocol import AmiParser
     except ImportError:
         return None
     data, messages = ami_stream(min_messages)
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     if ami is None:
-        print("AMI: callback_ari.ami_protocol.AmiParser not importable: section skipped")
+        print("AMI: callback_ari.asterisk.ami_protocol.AmiParser not importable: section skipped")
     return 0 if all(r[-1] == "PASS" for r in rows) else 1
 
 

@@ -33,13 +33,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from callback_ari.config import Config, parse_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.logs import configure_logging
 from callback_ari.models import State
-from callback_ari.service import Service
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore, connect_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = (ROOT / "dialplan" / "extensions_callback.conf").read_text()

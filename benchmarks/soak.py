@@ -35,9 +35,9 @@ from soak_settings import APP_A, APP_B, FAULT_TYPES, PREFIX, QueueSpec, SoakSett
 
 from callback_ari.errors import StoreError
 from callback_ari.models import State
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore
 
 REPO = Path(__file__).resolve().parent.parent
 KIT = (REPO / "dialplan" / "extensions_callback.conf").read_text()

@@ -46,8 +46,8 @@ from soak_settings import SoakSettings
 
 from callback_ari.errors import CorruptRecord
 from callback_ari.models import Callback, State
-from callback_ari.store import CallbackStore
-from callback_ari.store_scripts import decode_record
+from callback_ari.store.scripts import decode_record
+from callback_ari.store.store import CallbackStore
 
 CLOCK_SLACK_MS = 1000  # confirmation (harness clock) vs record created_ms (service clock)
 LEAK_MIN_WINDOW_S = 120.0  # shorter incarnations are too short to judge a leak

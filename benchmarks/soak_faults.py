@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from soak_procs import ServiceProcess, wait_app
 from soak_settings import APP_A, APP_B, FAULT_TYPES, SoakSettings
 
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from soak_observer import Observer
 from soak_settings import SoakSettings
 
+from callback_ari.core.phone import NumberPolicy, validate_number
 from callback_ari.errors import NumberRejected
-from callback_ari.phone import NumberPolicy, validate_number
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 SCRIPTS = (
     ("accept", 38),

@@ -22,7 +22,7 @@ from typing import Any
 
 from soak_settings import SoakSettings
 
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 CB_CHANNEL = re.compile(r"^cb-(?P<id>[A-Za-z0-9-]+?)-a(?P<attempt>\d+)$")
 # A live caller who joined Queue() less than this before an originate may not have reached

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from soak_settings import PREFIX, SoakSettings
 
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 
 def config_text(

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from callback_ari.models import Outcome
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.store.store import CallbackStore, connect_redis
 
 Q = "bench"
 BASE_MS = 1_800_000_000_000

@@ -12,7 +12,7 @@ from typing import Any, TextIO, cast
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from callback_ari import phone
+from callback_ari import masking
 
 NUMBER_KEYS = frozenset({"number", "caller_number", "callerid", "phone", "to", "from"})
 SECRET_KEYS = frozenset({"password", "secret", "token", "api_key", "authorization"})
@@ -29,7 +29,7 @@ def mask_number_fields(_logger: WrappedLogger, _name: str, event_dict: EventDict
     """Mask phone numbers under well-known keys (no-op while masking is switched off)."""
     for key, value in event_dict.items():
         if key.lower() in NUMBER_KEYS and value is not None:
-            event_dict[key] = phone.mask(str(value))
+            event_dict[key] = masking.mask(str(value))
     return event_dict
 
 
@@ -91,7 +91,7 @@ def configure_logging(
     if level.lower() not in LEVELS:
         raise ValueError(f"unknown log level {level!r}")
     out = cast(TextIO, _Stdout()) if stream is None else stream
-    phone.set_masking(mask_numbers)
+    masking.set_masking(mask_numbers)
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer = _renderer(fmt, out)
     shared: list[Processor] = [
@@ -152,4 +152,4 @@ def reset_logging() -> None:
     if _stdlib_handler is not None:
         logging.getLogger().removeHandler(_stdlib_handler)
         _stdlib_handler = None
-    phone.set_masking(True)
+    masking.set_masking(True)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callback_ari.sim.sandbox import Harness, Sandbox
-from callback_ari.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # What a real Asterisk 22 sent and answered, recorded by callback_ari.sim.recorder (see its README)

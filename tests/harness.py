@@ -15,11 +15,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from callback_ari.clock import SystemClock
-from callback_ari.config import Config, parse_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.models import Callback
-from callback_ari.service import Service
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore
+from callback_ari.ops.web import http_front_end
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore
 
 REPO = Path(__file__).resolve().parent.parent
 KIT = (REPO / "dialplan" / "extensions_callback.conf").read_text()
@@ -71,7 +72,7 @@ def service_config(
 @contextlib.asynccontextmanager
 async def running_service(config: Config) -> AsyncIterator[Service]:
     """Run the service until the block ends; fails the test if it dies early."""
-    service = Service(config)
+    service = Service(config, front_ends=[http_front_end])
     task = asyncio.create_task(service.run(), name="service-under-test")
     try:
         async with asyncio.timeout(10):

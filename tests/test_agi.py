@@ -13,15 +13,16 @@ from typing import TypeAlias
 import pytest
 import redis.asyncio as aioredis
 
-from callback_ari import agi
-from callback_ari.agi import AgiChannel, AgiServer, entry_from_env
+from callback_ari.asterisk import agi
+from callback_ari.asterisk.agi import AgiChannel, AgiServer
 from callback_ari.clock import ManualClock
-from callback_ari.config import Config, parse_config
+from callback_ari.config.loader import Config, parse_config
 from callback_ari.errors import AgiError, AgiHangup
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Origin, State
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.store import CallbackStore
+from callback_ari.service.offer_agi import entry_from_env, offer_server
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.store.store import CallbackStore
 
 NOW_MS = 1_800_000_000_000
 JOIN_MS = NOW_MS - 150_000
@@ -260,7 +261,7 @@ async def rig_on(url: str, config: Config) -> AsyncIterator[Rig]:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     store = CallbackStore(client, clock=clock)
     metrics = Metrics()
-    server = AgiServer(
+    server = offer_server(
         store=store, config=config, metrics=metrics, clock=clock, wait_estimate=lambda _q: 240.0
     )
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari.ami import AmiClient
-from callback_ari.ami_protocol import AmiMessage, AmiParser
-from callback_ari.backoff import Backoff
+from callback_ari.asterisk.ami import AmiClient
+from callback_ari.asterisk.ami_protocol import AmiMessage, AmiParser
+from callback_ari.core.backoff import Backoff
 from callback_ari.errors import AmiActionError, AmiAuthError, AmiUnavailable
 from tests.test_ami_protocol import Block, transcript
 

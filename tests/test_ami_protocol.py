@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari.ami_protocol import (
+from callback_ari.asterisk.ami_protocol import (
     MAX_MESSAGE_BYTES,
     AmiMessage,
     AmiParser,

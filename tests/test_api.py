@@ -15,14 +15,14 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from callback_ari.api import StatusDoc, build_status, create_app, serve
 from callback_ari.clock import ManualClock
-from callback_ari.config import Config, load_config
+from callback_ari.config.loader import Config, load_config
 from callback_ari.logs import configure_logging, reset_logging
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin, State
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.store import CallbackStore
+from callback_ari.ops.api import StatusDoc, build_status, create_app, serve
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.store.store import CallbackStore
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callback_ari.api import create_app
 from callback_ari.clock import ManualClock
 from callback_ari.metrics import Metrics
-from callback_ari.store import CallbackStore
+from callback_ari.ops.api import create_app
+from callback_ari.store.store import CallbackStore
 from tests.test_api import AUTH, START_MS, write_config
 
 FIELDS = ("queue", "number", "name", "requested_at")

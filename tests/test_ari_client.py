@@ -23,9 +23,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from callback_ari import ari_events as ev
-from callback_ari.ari import AriClient
-from callback_ari.backoff import Backoff
+from callback_ari.asterisk import ari_events as ev
+from callback_ari.asterisk.ari import AriClient
+from callback_ari.core.backoff import Backoff
 from callback_ari.errors import (
     ApplicationReplaced,
     AriAuthError,
@@ -37,8 +37,8 @@ from callback_ari.errors import (
     AriUnavailable,
     AriUnprocessable,
 )
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.simpbx.spec import ROUTES_FILE
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.spec import ROUTES_FILE
 
 APP, USER, PASSWORD = "callback-ari", "cbuser", "cbpass"
 WAIT = 5.0  # generous upper bound for anything awaited here
@@ -103,7 +103,7 @@ class Operation:
 
 def spec_operations() -> list[Operation]:
     """The operations of SPEC_FILES' resources, from the route table derived from ARI 22."""
-    table = json.loads(resources.files("callback_ari.simpbx").joinpath(ROUTES_FILE).read_text())
+    table = json.loads(resources.files("callback_ari.sim.simpbx").joinpath(ROUTES_FILE).read_text())
     ops = []
     for route in table["routes"]:
         if route["path"].split("/")[1] not in SPEC_FILES:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari import ari_events as ev
+from callback_ari.asterisk import ari_events as ev
 
 EXPECTED_CLASS: dict[str, type[ev.AriEvent]] = {
     "StasisStart": ev.StasisStart,
@@ -122,8 +122,8 @@ def test_stasis_start_of_an_offer_carries_args_and_caller(asterisk_data: Path) -
     assert (ch.context, ch.exten, ch.priority) == ("incoming", "support", 5)
     # milliseconds and "+0000" without a colon, as every ARI timestamp
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", ch.creationtime)
-    raw = next(r for scen, sock, r in recorded(asterisk_data)
-               if (scen, sock, r["type"]) == ("offer_continue", "callback-ari", "StasisStart"))  # fmt: skip
+    first = ("offer_continue", "callback-ari", "StasisStart")
+    raw = next(r for scen, sock, r in recorded(asterisk_data) if (scen, sock, r["type"]) == first)
     assert ch.creationtime == raw["channel"]["creationtime"]
 
 

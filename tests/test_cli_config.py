@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.cli import main
+from callback_ari.cli.app import main
 from callback_ari.logs import reset_logging
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "dialplan" / "callback_ari.conf"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from callback_ari import cli_inspect
+from callback_ari.cli import inspect as cli_inspect
 from callback_ari.clock import SystemClock
-from callback_ari.config import Config, load_config
+from callback_ari.config.loader import Config, load_config
 from callback_ari.models import Outcome
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.store import CallbackStore
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.store.store import CallbackStore
 
 NUMBERS = ("2025550111", "2025550122", "2025550133")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.config import (
+from callback_ari.config.loader import (
     AgiConfig,
     AmiConfig,
     AriConfig,
@@ -21,7 +21,7 @@ from callback_ari.config import (
     load_config,
     parse_config,
 )
-from callback_ari.config_schema import PROMPT_NAMES, QUEUE_SCHEMA, SCHEMA
+from callback_ari.config.schema import PROMPT_NAMES, QUEUE_SCHEMA, SCHEMA
 from callback_ari.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "dialplan" / "callback_ari.conf"
@@ -73,7 +73,7 @@ def test_prompt_names_match_the_prompts_dataclass() -> None:
 
 
 def test_default_prompts_are_the_offer_dialogue_defaults() -> None:
-    from callback_ari.offer_prompts import DEFAULT_PROMPTS
+    from callback_ari.core.prompts import DEFAULT_PROMPTS
 
     defaults = Prompts().as_mapping()
     assert {name: defaults[name] for name in DEFAULT_PROMPTS} == dict(DEFAULT_PROMPTS)

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from callback_ari import cli
-from callback_ari.demo import run_demo
-from callback_ari.demo_script import Choice, make_cast
+from callback_ari.cli import app as cli
 from callback_ari.logs import reset_logging
-from callback_ari.phone import mask
+from callback_ari.masking import mask
+from callback_ari.sim.demo import run_demo
+from callback_ari.sim.demo_script import Choice, make_cast
 
 FAST = 50.0
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from callback_ari import cli
-from callback_ari.config import parse_config
-from callback_ari.doctor import Finding, Status, run_checks
+from callback_ari.cli import app as cli
+from callback_ari.config.loader import parse_config
 from callback_ari.logs import reset_logging
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.ops.doctor import Finding, Status, run_checks
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import KIT
 
 ARI_PASSWORD = "cbpass"

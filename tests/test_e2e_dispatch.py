@@ -19,11 +19,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from callback_ari.clock import Clock, ManualClock, SystemClock
-from callback_ari.config import Config
+from callback_ari.config.loader import Config
 from callback_ari.models import Callback, Outcome, State
-from callback_ari.service import Service
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore
 from tests.harness import KIT, service_config
 
 PREFIX = "cbtest"

@@ -24,16 +24,16 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari.backoff import Backoff
 from callback_ari.clock import SystemClock
+from callback_ari.core.backoff import Backoff
+from callback_ari.core.queue_model import DeviceStatus
 from callback_ari.errors import AmiUnavailable, ApplicationReplaced
 from callback_ari.models import Callback, Origin, State
-from callback_ari.queue_model import DeviceStatus
-from callback_ari.service import Service
-from callback_ari.simpbx.model import Channel
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.model import Channel
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore, connect_redis
 from tests.harness import KIT, REPO, running_service, service_config, store_for, wait_prompt
 
 TIME_SCALE = 0.05

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from callback_ari.models import State
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import (
     KIT,
     running_service,

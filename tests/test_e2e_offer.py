@@ -18,18 +18,18 @@ from typing import Any, TypeVar
 import pytest
 
 from callback_ari.models import Callback, Origin, State
-from callback_ari.service import Service
-from callback_ari.simpbx.ari_server import RequestRecord
-from callback_ari.simpbx.model import Channel
-from callback_ari.simpbx.redis_process import RedisProcess
-from callback_ari.simpbx.sim import SimAsterisk
-from callback_ari.store import CallbackStore
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.ari_server import RequestRecord
+from callback_ari.sim.simpbx.model import Channel
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.store.store import CallbackStore
 from tests.harness import KIT, running_service, service_config, store_for, wait_for_callback
 
 T = TypeVar("T")
 WAIT = 10.0  # ceiling for any single wait; a healthy run takes milliseconds
 
-# The default prompts (offer_prompts.DEFAULT_PROMPTS) as the service sends them to ARI.
+# The default prompts (core.prompts.DEFAULT_PROMPTS) as the service sends them to ARI.
 OFFER = "sound:queue-thankyou,sound:vm-press,sound:digits/1"
 CONFIRM = "sound:if-correct-press,sound:digits/1,sound:vm-calldiffnum"
 ENTRY = "sound:privacy-prompt,sound:vm-then-pound"

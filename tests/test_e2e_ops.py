@@ -22,11 +22,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from callback_ari.masking import mask
 from callback_ari.models import State
-from callback_ari.phone import mask
-from callback_ari.service import Service
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import (
     KIT,
     REPO,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from callback_ari.hours import BusinessHours
+from callback_ari.core.hours import BusinessHours
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int) -> int:

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from callback_ari.errors import NumberRejected
-from callback_ari.offer import (
+from callback_ari.core.offer import (
     DEFAULT_PROMPTS,
     Action,
     CancelTimer,
@@ -30,7 +29,8 @@ from callback_ari.offer import (
     StoreFailed,
     Timeout,
 )
-from callback_ari.offer_prompts import PROMPT_NAMES, wait_media
+from callback_ari.core.prompts import PROMPT_NAMES, wait_media
+from callback_ari.errors import NumberRejected
 
 # --- a driver double and a number policy stand-in (phone.py is written elsewhere) ----------
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note_outcome
 from hypothesis import strategies as st
 
-from callback_ari.offer import (
+from callback_ari.core.offer import (
     Action,
     CancelTimer,
     ContinueToQueue,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from callback_ari.core.outcomes import Q850, classify, describe
 from callback_ari.models import Outcome
-from callback_ari.outcomes import Q850, classify, describe
 
 
 def _unanswered(dialstatus: str | None, cause: int | None, technology: str = "PJSIP") -> Outcome:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.config import load_config
+from callback_ari.config.loader import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

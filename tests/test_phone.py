@@ -6,17 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from callback_ari.config import QueueConfig
-from callback_ari.errors import NumberRejected
-from callback_ari.phone import (
+from callback_ari.config.loader import QueueConfig
+from callback_ari.core.phone import (
     NumberPolicy,
     asterisk_pattern_match,
     check_pattern,
     dial_string,
-    mask,
-    set_masking,
     validate_number,
 )
+from callback_ari.errors import NumberRejected
+from callback_ari.masking import mask, set_masking
 
 US = NumberPolicy(region="US")
 GB = NumberPolicy(region="GB")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from callback_ari import policy
+from callback_ari.core import policy
 from callback_ari.models import Callback, State
 
 T0 = 1_800_000_000_000  # an arbitrary epoch millisecond

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from callback_ari import reports
 from callback_ari.clock import ManualClock
 from callback_ari.models import Outcome
-from callback_ari.store import CallbackStore
+from callback_ari.ops import reports
+from callback_ari.store.store import CallbackStore
 
 T0 = 1_800_000_000_000
 S = 1000

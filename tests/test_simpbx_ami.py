@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.simpbx.extensions import RECORDED_DIALPLAN
-from callback_ari.simpbx.members import MemberSpec
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.extensions import RECORDED_DIALPLAN
+from callback_ari.sim.simpbx.members import MemberSpec
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 SCALE = 0.08
 Fields = list[tuple[str, str]]

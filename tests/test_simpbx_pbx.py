@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("cbuser", "cbpass")}
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from callback_ari.simpbx.extensions import RECORDED_DIALPLAN
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx.extensions import RECORDED_DIALPLAN
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 SCALE = 0.08  # replay at 8 % of the recorded pace; the fake runs on the same time scale
 AUTH = {"Authorization": aiohttp.encode_basic_auth("cbuser", "cbpass")}

@@ -11,8 +11,8 @@ import pytest
 
 from callback_ari.sim.recording import fetch_api_docs
 from callback_ari.sim.sandbox import Harness
-from callback_ari.simpbx import spec
-from callback_ari.simpbx.sim import SimAsterisk
+from callback_ari.sim.simpbx import spec
+from callback_ari.sim.simpbx.sim import SimAsterisk
 
 BASIC = "Authorization: Basic Y2J1c2VyOmNicGFzcw==\r\n"  # cbuser:cbpass
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from callback_ari.simulate import (
+from callback_ari.sim.simulate import (
     SimParams,
     compare_thresholds,
     erlang_c_wait,

@@ -17,8 +17,8 @@ from callback_ari.errors import (
     StoreUnavailable,
 )
 from callback_ari.models import Callback, Origin, Outcome, State
-from callback_ari.simpbx.redis_process import free_port
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.store.store import CallbackStore, connect_redis
 
 Q = "support"
 T0 = 1_800_000_000_000

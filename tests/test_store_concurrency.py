@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callback_ari.models import Outcome, State
-from callback_ari.store import CallbackStore, connect_redis
+from callback_ari.store.store import CallbackStore, connect_redis
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from callback_ari.ami_protocol import AmiMessage
+from callback_ari.asterisk.ami_protocol import AmiMessage
 from callback_ari.clock import ManualClock
-from callback_ari.estimator import HandleTimeEstimator
-from callback_ari.watcher import DeviceStatus, QueueCaller, QueueMember, QueueWatcher
+from callback_ari.core.estimator import HandleTimeEstimator
+from callback_ari.service.watcher import DeviceStatus, QueueCaller, QueueMember, QueueWatcher
 from tests.test_ami_protocol import Block, transcript
 
 BASE_MS = 1_795_421_995_000  # the recording's t=0, near its epoch timestamps
@@ -521,7 +521,7 @@ def test_member_value_semantics(clock: ManualClock) -> None:
 
 
 def test_value_types_are_importable_from_the_watcher_and_the_model() -> None:
-    from callback_ari import queue_model
+    from callback_ari.core import queue_model
 
     assert (DeviceStatus, QueueCaller, QueueMember) == (
         queue_model.DeviceStatus,

@@ -13,7 +13,7 @@ the instance through CBPBX_EXTRA), and writes into OUTDIR what Asterisk sent and
 - ``ami_queue.txt``: raw AMI, Parts A-M (see ``recorder_ami.py``);
 - ``ari_models.json``: the ARI data models (names, property types, required flags, event
   subtypes) derived from the PBX's own api-docs, which also regenerate the fake's route table
-  ``callback_ari/simpbx/ari22_routes.json`` (Asterisk's documents themselves are never kept);
+  ``callback_ari/sim/simpbx/ari22_routes.json`` (Asterisk's documents themselves are never kept);
 - ``version.txt``: ``core show version`` of the PBX that answered.
 
 Each file gets a freshly started Asterisk. The formats are described in
@@ -35,7 +35,7 @@ from typing import Any
 from callback_ari.sim.recorder_ami import record_ami
 from callback_ari.sim.recording import Ari, JsonDict, Jsonl, RecordingError, fetch_api_docs
 from callback_ari.sim.sandbox import Sandbox
-from callback_ari.simpbx import spec
+from callback_ari.sim.simpbx import spec
 
 MODELS_FILE = "ari_models.json"
 

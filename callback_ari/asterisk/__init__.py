@@ -1,0 +1,1 @@
+"""The Asterisk adapters: ARI (REST, events, WebSocket), AMI (protocol, client), FastAGI wire."""

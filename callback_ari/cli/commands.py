@@ -1,0 +1,185 @@
+"""The operational subcommands: ``run``, ``check``, ``demo``, ``simulate`` and the inspectors.
+
+Each handler takes the parsed arguments and returns the process exit status:
+0 ok, 1 a check failed, 2 bad configuration or usage, 3 Redis unreachable, 4 Asterisk refused
+us (ApplicationReplaced, wrong credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from callback_ari.cli import inspect as cli_inspect
+from callback_ari.config.loader import Config, load_config
+from callback_ari.config.schema import redact_url
+from callback_ari.errors import ApplicationReplaced, ConfigError, StoreUnavailable
+from callback_ari.logs import configure_logging
+from callback_ari.masking import set_masking
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_REDIS, EXIT_ASTERISK = 0, 1, 2, 3, 4
+
+
+def load_or_report(args: argparse.Namespace) -> Config | None:
+    """The config, or None after printing every problem (one per line) on stderr."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+    configure_logging(
+        args.log_format or config.general.log_format,
+        args.log_level or config.general.log_level,
+        mask_numbers=config.general.mask_numbers,
+    )
+    set_masking(config.general.mask_numbers)
+    return config
+
+
+def run_until_signal(main: asyncio.Future[None] | asyncio.Task[None]) -> None:
+    """Cancel ``main`` on SIGTERM/SIGINT so every component cleans up in its finally."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, main.cancel)
+
+
+# --- run -----------------------------------------------------------------------------
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options of its own: everything is in the config file
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run the service in the foreground until SIGTERM/SIGINT."""
+    config = load_or_report(args)
+    if config is None:
+        return EXIT_CONFIG
+    # heavy imports only for commands that need them
+    from callback_ari.ops.web import http_front_end
+    from callback_ari.service.service import Service
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        run_until_signal(task)
+        await Service(config, front_ends=[http_front_end]).run()
+
+    status = EXIT_OK
+    try:
+        asyncio.run(main())
+    except* StoreUnavailable as group:
+        print(
+            f"callback-ari: cannot reach Redis at {redact_url(config.redis.url)}: "
+            f"{group.exceptions[0]}",
+            file=sys.stderr,
+        )
+        status = EXIT_REDIS
+    except* ApplicationReplaced:
+        print(
+            f"callback-ari: another program took the Stasis app {config.general.app!r}; "
+            "stop it or set [general] app to a different name",
+            file=sys.stderr,
+        )
+        status = EXIT_ASTERISK
+    except* (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    log.info("service.stopped", exit_status=status)
+    return status
+
+
+# --- check ---------------------------------------------------------------------------
+
+
+def _check_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def check_handler(args: argparse.Namespace) -> int:
+    """Doctor a live installation: ARI, AMI, queues, dialplan, prompts, Redis."""
+    config = load_or_report(args)
+    if config is None:
+        return EXIT_CONFIG
+    from callback_ari.ops.doctor import Status, format_findings, run_checks
+
+    findings = asyncio.run(run_checks(config))
+    print(format_findings(findings))
+    return EXIT_CHECK_FAILED if any(f.status is Status.FAIL for f in findings) else EXIT_OK
+
+
+# --- simulate ------------------------------------------------------------------------
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from callback_ari.cli.simulate import add_arguments
+
+    add_arguments(parser)
+
+
+def simulate_handler(args: argparse.Namespace) -> int:
+    from callback_ari.cli.simulate import run
+
+    return run(args)
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--speed", type=float, default=10.0, help="how much faster than real time (default 10)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="scenario seed")
+
+
+def demo_handler(args: argparse.Namespace) -> int:
+    """Run the whole flow on the simulated PBX with a private redis-server."""
+    from callback_ari.sim.demo import run_demo
+
+    configure_logging(args.log_format or "auto", args.log_level or "info")
+    return run_demo(speed=args.speed, seed=args.seed)
+
+
+class Register(Protocol):
+    """The CLI registry's ``register``: adds one subcommand."""
+
+    def __call__(
+        self,
+        name: str,
+        help: str,
+        add_arguments: Callable[[argparse.ArgumentParser], None],
+        handler: Callable[[argparse.Namespace], int],
+    ) -> None: ...
+
+
+def register_all(register: Register) -> None:
+    """Add these commands to the CLI registry through its ``register``."""
+    register("run", "run the service in the foreground", _run_arguments, run_handler)
+    register(
+        "check", "doctor a live installation (exit 1 on failure)", _check_arguments, check_handler
+    )
+    register("demo", "run the whole flow on a simulated PBX", _demo_arguments, demo_handler)
+    register(
+        "simulate",
+        "compare offer thresholds on a simulated call centre",
+        _simulate_arguments,
+        simulate_handler,
+    )
+    for command in cli_inspect.COMMANDS:
+        register(
+            command.name,
+            command.help,
+            command.add_arguments,
+            cli_inspect.with_config(command.handler),
+        )

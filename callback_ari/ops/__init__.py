@@ -1,0 +1,1 @@
+"""Operations: the HTTP API and status page, the doctor and the reports."""

@@ -1,0 +1,39 @@
+"""The HTTP front end of a running service: the API app on the service's store, links and queues."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from callback_ari.ops import api
+from callback_ari.service.service import Service
+
+
+def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
+    """Serve the HTTP API for ``service`` while it runs; None when ``[http]`` is disabled."""
+    cfg = service.config
+    store = service.store
+    if not cfg.http.enabled or store is None:
+        return None
+
+    async def status() -> api.StatusDoc:
+        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
+        dispatcher = service.dispatcher
+        return await api.build_status(
+            store,
+            cfg,
+            service.clock,
+            watcher_view=api.watcher_view_of(service.watcher, service.clock),
+            in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
+            links=service.readiness(),
+        )
+
+    app = api.create_app(
+        store=store,
+        config=cfg,
+        metrics=service.metrics,
+        readiness=service.readiness,
+        clock=service.clock,
+        status=status,
+    )
+    return api.serve(app, cfg.http.bind, cfg.http.port, listening=service.http_ready)

@@ -1,0 +1,411 @@
+"""One callback dial attempt: originate, wait for answer, "press 1", continue into the queue.
+
+States (``AttemptState``), each with its own deadline so no attempt can hang:
+
+    originating --200--> ringing --StasisStart--> answered --"1"--> connecting --> done
+         |                  |                        |                  |
+      409/error        destroyed/timeout       hangup/no "1"     agent answered/hangup/grace
+         v                  v                        v                  v
+        done              done                     done               done
+
+The outcome (``outcomes.classify``) is recorded in the store as soon as it is known, and the
+member reservation is released when the attempt no longer holds a member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import structlog
+
+from callback_ari.asterisk import ari_events as ev
+from callback_ari.asterisk.ari import AriClient
+from callback_ari.clock import Clock
+from callback_ari.config.loader import QueueConfig
+from callback_ari.core import outcomes, policy
+from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
+from callback_ari.masking import mask
+from callback_ari.metrics import Metrics
+from callback_ari.models import Callback, Outcome, originate_channel_id
+from callback_ari.store.store import CallbackStore
+
+log = structlog.get_logger(__name__)
+
+ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
+DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
+CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
+PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
+CONFIRM_PLAYS = 2  # the prompt is played at most twice before "not confirmed"
+RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
+
+
+class AttemptState(StrEnum):
+    ORIGINATING = "originating"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    CONNECTING = "connecting"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLost:
+    """Synthetic input: after a reconnect the channel was gone (its events were lost)."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """Synthetic input: another instance reclaimed this callback; stop at once."""
+
+
+AttemptInput = ev.AriEvent | ChannelLost | LeaseLost
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What we know about one live dial attempt."""
+
+    cb: Callback
+    queue: QueueConfig
+    endpoint: str | None
+    channel_id: str
+    other_id: str | None
+    technology: str
+    events: asyncio.Queue[AttemptInput] = field(default_factory=asyncio.Queue)
+    state: AttemptState = AttemptState.ORIGINATING
+    dialstatus: str | None = None
+    causes: dict[str, tuple[int, str]] = field(default_factory=dict)
+    answered: bool = False
+    confirmed: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def channel_ids(self) -> tuple[str, ...]:
+        return (self.channel_id, self.other_id) if self.other_id else (self.channel_id,)
+
+    def lost(self) -> None:
+        self.events.put_nowait(ChannelLost(self.channel_id))
+
+    def best_cause(self) -> tuple[int | None, str]:
+        """The most telling hangup cause: a non-zero one if any half reported it."""
+        for cause, txt in self.causes.values():
+            if cause:
+                return cause, txt
+        for cause, txt in self.causes.values():
+            return cause, txt
+        return None, ""
+
+
+class AttemptRunner:
+    """Runs attempts; knows ARI, the store and the prompts, not the dispatch policy."""
+
+    def __init__(
+        self,
+        *,
+        ari: AriClient,
+        store: CallbackStore,
+        clock: Clock,
+        metrics: Metrics,
+        owner: str,
+        lease_ms: int,
+        on_released: Callable[[Attempt, Outcome | None], None],
+    ) -> None:
+        self._ari = ari
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._owner = owner
+        self._lease_ms = lease_ms
+        self._on_released = on_released
+
+    async def run(self, a: Attempt) -> None:
+        """The whole attempt; never raises except cancellation."""
+        outcome: Outcome | None = None
+        cause = ""
+        released = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                keeper = tg.create_task(self._keep_lease(a))
+                try:
+                    outcome, cause = await self._dial_and_confirm(a)
+                    await self._record(a, outcome, cause)
+                    if outcome is Outcome.CONNECTED and a.answered:  # not if found connected
+                        await self._hold_until_agent(a)
+                finally:
+                    keeper.cancel()
+            self._on_released(a, outcome)
+            released = True
+        except asyncio.CancelledError:
+            # Shutting down mid-attempt: hang up (so nobody is left with a dead line) and let
+            # the lease expire; the callback is retried by whichever instance runs next.
+            await asyncio.shield(self._hangup(a))
+            raise
+        except Exception as exc:  # one bad attempt must not stop the dispatcher
+            self._metrics.errors.labels("flow").inc()
+            log.exception("callback.attempt_error", callback_id=a.cb.id, error=str(exc))
+            await self._hangup(a)
+            if outcome is None:
+                with contextlib.suppress(Exception):
+                    await self._record(a, Outcome.ERROR, f"error/{type(exc).__name__}")
+        finally:
+            a.state = AttemptState.DONE
+            if not released:
+                self._on_released(a, outcome)
+
+    # --- phases -----------------------------------------------------------------------
+
+    async def _dial_and_confirm(self, a: Attempt) -> tuple[Outcome, str]:
+        if a.endpoint is None:
+            return Outcome.REJECTED, "refused/number-policy"
+        q = a.queue
+        log.info(
+            "callback.dialing",
+            callback_id=a.cb.id,
+            queue=q.name,
+            attempt=a.cb.attempts,
+            number=mask(a.cb.number),
+            channel_id=a.channel_id,
+        )
+        if await self._previous_call_connected(a):
+            return Outcome.CONNECTED, RESUMED_CAUSE
+        try:
+            await self._ari.originate(
+                endpoint=a.endpoint,
+                channel_id=a.channel_id,
+                other_channel_id=a.other_id,
+                app_args=("callback", a.cb.id),
+                caller_id=q.caller_id or None,
+                timeout=q.ring_timeout,
+                variables={"CB_ID": a.cb.id, "CB_PRIO": str(q.queue_priority)},
+            )
+        except AriConflict:
+            log.error("callback.duplicate_channel", callback_id=a.cb.id, channel_id=a.channel_id)
+            return Outcome.ERROR, "error/duplicate-channel-id"
+        except AriUnavailable:
+            if not await self._channel_exists(a.channel_id):
+                return Outcome.ERROR, "error/ari-unavailable"
+        except AriError as exc:
+            return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
+        a.state = AttemptState.RINGING
+        answered = await self._await_answer(a)
+        if answered is not None:
+            return answered
+        a.state = AttemptState.ANSWERED
+        a.answered = True
+        return await self._confirm(a)
+
+    async def _await_answer(self, a: Attempt) -> tuple[Outcome, str] | None:
+        """None once the customer answered; otherwise the outcome of the unanswered call."""
+        try:
+            async with asyncio.timeout(a.queue.ring_timeout + ANSWER_MARGIN_S):
+                while True:
+                    item = await a.events.get()
+                    if isinstance(item, ev.StasisStart) and item.channel.id == a.channel_id:
+                        return None
+                    if isinstance(item, ev.Dial) and item.dialstatus:
+                        a.dialstatus = item.dialstatus
+                    elif isinstance(item, ev.ChannelDestroyed):
+                        a.causes[item.channel.id] = (item.cause, item.cause_txt)
+                        if item.channel.id == a.channel_id:
+                            await self._drain_other_destroy(a)
+                            return self._classify(a)
+                    elif isinstance(item, ChannelLost):
+                        return Outcome.NO_ANSWER, "lost/events-missed"
+                    elif isinstance(item, LeaseLost):
+                        await self._hangup(a)
+                        return Outcome.ERROR, "error/lease-lost"
+        except TimeoutError:
+            await self._hangup(a)
+            return Outcome.NO_ANSWER, "timeout/no-events"
+
+    async def _drain_other_destroy(self, a: Attempt) -> None:
+        """Give the other Local half a moment to report the cause that matters (17, 34, 19)."""
+        if a.other_id is None or a.other_id in a.causes:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DESTROY_GRACE_S):
+                while a.other_id not in a.causes:
+                    item = await a.events.get()
+                    if isinstance(item, ev.ChannelDestroyed):
+                        a.causes[item.channel.id] = (item.cause, item.cause_txt)
+                    elif isinstance(item, ev.Dial) and item.dialstatus:
+                        a.dialstatus = item.dialstatus
+
+    def _classify(self, a: Attempt) -> tuple[Outcome, str]:
+        cause, cause_txt = a.best_cause()
+        outcome = outcomes.classify(
+            dialstatus=a.dialstatus,
+            cause=cause,
+            answered=a.answered,
+            confirmed=a.confirmed,
+            technology=a.technology,
+        )
+        return outcome, outcomes.describe(a.dialstatus, cause, cause_txt)
+
+    async def _confirm(self, a: Attempt) -> tuple[Outcome, str]:
+        """Play "we are returning your call, press 1"; only a 1 connects the customer."""
+        q = a.queue
+        media = (*q.prompts.callback_intro, *q.prompts.callback_press1)
+        for play in range(1, CONFIRM_PLAYS + 1):
+            playback_id = f"{a.channel_id}-p{play}"
+            try:
+                await self._ari.play(a.channel_id, media, playback_id)
+            except AriNotFound:
+                return Outcome.HANGUP, "hangup/before-prompt"
+            result = await self._wait_for_one(a, playback_id)
+            if result == "1":
+                break
+            if result == "hangup":
+                return Outcome.HANGUP, "hangup/before-confirm"
+            if result == "lease":
+                await self._hangup(a)
+                return Outcome.ERROR, "error/lease-lost"
+        else:
+            await self._hangup(a)
+            return Outcome.NOT_CONFIRMED, "answered/no-confirmation"
+        a.confirmed = True
+        with contextlib.suppress(AriError):
+            await self._ari.stop_playback(f"{a.channel_id}-p{play}")
+        try:
+            await self._ari.continue_in_dialplan(a.channel_id, q.connect_context, q.name, 1)
+        except AriNotFound:
+            return Outcome.HANGUP, "hangup/before-connect"
+        return Outcome.CONNECTED, "answered/confirmed"
+
+    async def _wait_for_one(self, a: Attempt, playback_id: str) -> str:
+        """'1', 'timeout', 'hangup' or 'lease'. Digits during the prompt count (barge-in)."""
+        deadline = PROMPT_ALLOWANCE_S
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while True:
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                async with asyncio.timeout(remaining):
+                    item = await a.events.get()
+            except TimeoutError:
+                return "timeout"
+            if isinstance(item, ev.ChannelDtmfReceived) and item.channel.id == a.channel_id:
+                if item.digit == "1":
+                    return "1"
+            elif isinstance(item, ev.PlaybackFinished) and item.playback_id == playback_id:
+                end = loop.time() + a.queue.confirm_timeout
+            elif isinstance(item, ev.ChannelHangupRequest | ev.StasisEnd | ev.ChannelDestroyed):
+                if item.channel_id in a.channel_ids:
+                    return "hangup"
+            elif isinstance(item, ChannelLost):
+                return "hangup"
+            elif isinstance(item, LeaseLost):
+                return "lease"
+
+    async def _hold_until_agent(self, a: Attempt) -> None:
+        """Keep the member reserved until the queue connects an agent (or the customer leaves)."""
+        a.state = AttemptState.CONNECTING
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_GRACE_S):
+                while True:
+                    item = await a.events.get()
+                    if isinstance(item, ev.Dial) and item.dialstatus == "ANSWER":
+                        if item.caller is not None and item.caller.id == a.channel_id:
+                            return
+                    elif isinstance(item, ev.ChannelDestroyed | ev.ChannelHangupRequest):
+                        if item.channel_id == a.channel_id:
+                            return
+                    elif isinstance(item, ChannelLost):
+                        return
+
+    # --- store, lease, cleanup ----------------------------------------------------------
+
+    async def _record(self, a: Attempt, outcome: Outcome, cause: str) -> None:
+        q = a.queue
+        now = self._clock.now_ms()
+        final = outcome is Outcome.REJECTED and cause.startswith("refused/")
+        try:
+            updated = await self._store.record_outcome(
+                a.cb.id,
+                self._owner,
+                outcome=outcome,
+                cause=cause,
+                retry_at_ms=policy.next_attempt_ms(now, q.retry_interval, a.cb.attempts),
+                max_attempts=a.cb.attempts if final else q.max_attempts,
+            )
+        except StoreError as exc:
+            self._metrics.errors.labels("store").inc()
+            log.error("callback.record_failed", callback_id=a.cb.id, error=str(exc))
+            return
+        self._metrics.attempts.labels(q.name, outcome.value).inc()
+        log.info(
+            "callback.attempt",
+            callback_id=a.cb.id,
+            queue=q.name,
+            attempt=a.cb.attempts,
+            outcome=outcome.value,
+            cause=cause,
+            state=updated.state.value,
+            next_attempt_ms=updated.next_attempt_ms or None,
+            number=mask(a.cb.number),
+            duration_ms=int((time.monotonic() - a.started) * 1000),
+        )
+
+    async def _keep_lease(self, a: Attempt) -> None:
+        interval = max(1.0, self._lease_ms / 3000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ok = await self._store.renew_lease(a.cb.id, self._owner, self._lease_ms)
+            except StoreError as exc:
+                log.warning("callback.lease_renew_failed", callback_id=a.cb.id, error=str(exc))
+                continue
+            if not ok:
+                log.error("callback.lease_lost", callback_id=a.cb.id)
+                a.events.put_nowait(LeaseLost())
+                return
+
+    async def _previous_call_connected(self, a: Attempt) -> bool:
+        """A retry never overlaps the previous attempt's call, even after a crash.
+
+        The previous call still up outside Stasis means the customer pressed 1 and was
+        continued into the queue, and the instance died before recording it: they are
+        connected, so say so instead of cutting them off and ringing them again. Any other
+        leftover call (still ringing, or answered and waiting in Stasis for the "press 1")
+        is hung up before we dial.
+        """
+        if a.cb.attempts <= 1:
+            return False
+        previous = originate_channel_id(a.cb.id, a.cb.attempts - 1)
+        try:
+            channel = await self._ari.get_channel(previous)
+        except AriNotFound:
+            return False
+        if channel.state == "Up" and channel.app_name != "Stasis":
+            log.warning(
+                "callback.previous_call_connected",
+                callback_id=a.cb.id,
+                channel_id=previous,
+                context=channel.context,
+            )
+            return True
+        with contextlib.suppress(AriNotFound):
+            await self._ari.hangup(previous)
+            log.warning("callback.previous_call_hung_up", callback_id=a.cb.id, channel_id=previous)
+        return False
+
+    async def _channel_exists(self, channel_id: str) -> bool:
+        try:
+            await self._ari.get_channel(channel_id)
+        except AriError:
+            return False
+        return True
+
+    async def _hangup(self, a: Attempt) -> None:
+        if a.endpoint is None:
+            return
+        with contextlib.suppress(AriError):
+            await self._ari.hangup(a.channel_id)

@@ -1,0 +1,289 @@
+"""Calls customers back: when a member is ready and it is a callback's turn, dial and connect.
+
+One pass per queue (``run_once``) claims as many due callbacks as there are free ready members,
+in original-join-time order, and only those that joined before the oldest caller still holding
+(virtual hold). Passes are triggered by events: a member becoming ready, a retry falling due, an
+attempt ending; a slow safety pass (>= 5 s) reclaims crashed leases and expires old callbacks.
+The attempt itself (dial, "press 1", continue into the queue) lives in ``attempt.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from callback_ari.asterisk import ari_events as ev
+from callback_ari.asterisk.ari import AriClient
+from callback_ari.clock import Clock
+from callback_ari.config.loader import Config, QueueConfig
+from callback_ari.core import policy
+from callback_ari.core.hours import BusinessHours
+from callback_ari.core.phone import NumberPolicy, dial_string
+from callback_ari.errors import CallbackAriError, NumberRejected, StoreError
+from callback_ari.masking import mask
+from callback_ari.metrics import Metrics
+from callback_ari.models import Callback, Outcome, originate_channel_id, originate_other_channel_id
+from callback_ari.service.attempt import Attempt, AttemptRunner, AttemptState
+from callback_ari.service.watcher import QueueWatcher
+from callback_ari.store.store import CallbackStore
+
+log = structlog.get_logger(__name__)
+
+SAFETY_INTERVAL_S = 5.0  # slow resync: reclaim leases, expire, catch missed wake-ups
+
+
+class Dispatcher:
+    """Owns every outgoing callback attempt of this service instance."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: CallbackStore,
+        ari: AriClient,
+        watcher: QueueWatcher,
+        clock: Clock,
+        metrics: Metrics,
+        owner: str,
+        safety_interval: float = SAFETY_INTERVAL_S,
+    ) -> None:
+        self._cfg = config
+        self._store = store
+        self._watcher = watcher
+        self._clock = clock
+        self._metrics = metrics
+        self._owner = owner
+        self._safety_interval = max(safety_interval, SAFETY_INTERVAL_S)
+        self._lease_ms = config.general.lease_seconds * 1000
+        self._hours = {
+            n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
+        }
+        self._policies = {n: NumberPolicy.from_queue(q) for n, q in config.queues.items()}
+        self._wake = {name: asyncio.Event() for name in config.queues}
+        self._pass_lock = {name: asyncio.Lock() for name in config.queues}
+        self._ready_at: dict[str, float] = {}  # queue -> loop time a member became ready
+        self._pass_ms: dict[str, int] = {}  # queue -> clock time the last pass began
+        self._by_channel: dict[str, Attempt] = {}
+        self._in_flight: dict[str, dict[str, Attempt]] = {name: {} for name in config.queues}
+        self._runner = AttemptRunner(
+            ari=ari,
+            store=store,
+            clock=clock,
+            metrics=metrics,
+            owner=owner,
+            lease_ms=self._lease_ms,
+            on_released=self._released,
+        )
+        self._tg: asyncio.TaskGroup | None = None
+
+    # --- signals in -------------------------------------------------------------------
+
+    def member_ready(self, queue: str) -> None:
+        """Watcher signal: a member of ``queue`` became ready. Wakes that queue's loop now."""
+        if queue in self._wake:
+            self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
+            self._wake[queue].set()
+
+    def wake(self, queue: str | None = None) -> None:
+        """Ask for a dispatch pass (every queue when ``queue`` is None)."""
+        for name, event in self._wake.items():
+            if queue is None or name == queue:
+                event.set()
+
+    def handle_event(self, event: ev.AriEvent) -> bool:
+        """Route an ARI event to the attempt owning its channel; False if it is not ours."""
+        channel_id = event.channel_id
+        attempt = self._by_channel.get(channel_id) if channel_id else None
+        if attempt is None and isinstance(event, ev.Dial) and event.caller is not None:
+            attempt = self._by_channel.get(event.caller.id)
+        if attempt is None:
+            return False
+        attempt.events.put_nowait(event)
+        return True
+
+    def owns_channel(self, channel_id: str) -> bool:
+        return channel_id in self._by_channel
+
+    def in_flight(self, queue: str) -> int:
+        return len(self._in_flight.get(queue, {}))
+
+    def attempts(self) -> list[Attempt]:
+        return [a for per_queue in self._in_flight.values() for a in per_queue.values()]
+
+    async def resync(self, channels: list[ev.ChannelInfo], *, listed_at: float) -> None:
+        """After an ARI reconnect, recover what the lost events would have told each attempt.
+
+        A vanished channel ends its attempt; a ringing attempt whose channel is up in our app
+        was answered while we were deaf, so it gets the StasisStart it missed (rather than
+        being hung up as "no answer" on a customer who picked up).
+        """
+        live = {c.id: c for c in channels}
+        for attempt in self.attempts():
+            if attempt.started >= listed_at:
+                continue  # originated after the list was taken: its absence means nothing
+            if not any(cid in live for cid in attempt.channel_ids):
+                attempt.lost()
+                continue
+            own = live.get(attempt.channel_id)
+            if (
+                attempt.state is AttemptState.RINGING
+                and own is not None
+                and own.state == "Up"
+                and own.app_name == "Stasis"
+            ):
+                log.info("callback.answer_recovered", callback_id=attempt.cb.id)
+                attempt.events.put_nowait(
+                    ev.StasisStart(
+                        type="StasisStart",
+                        timestamp="",
+                        application=self._cfg.general.app,
+                        channel=own,
+                        args=("callback", attempt.cb.id),
+                    )
+                )
+
+    # --- loops ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every queue's dispatch loop and the safety loop until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for name in self._cfg.queues:
+                    tg.create_task(self._queue_loop(name), name=f"dispatch:{name}")
+                tg.create_task(self._safety_loop(), name="dispatch:safety")
+        finally:
+            self._tg = None
+
+    async def _queue_loop(self, queue: str) -> None:
+        wake = self._wake[queue]
+        while True:
+            timeout = await self._sleep_hint(queue)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            wake.clear()
+            try:
+                await self.run_once(queue)
+            except StoreError as exc:
+                self._metrics.errors.labels("store").inc()
+                log.warning("dispatch.store_error", queue=queue, error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _sleep_hint(self, queue: str) -> float:
+        """Seconds until the queue's next retry falls due, capped by the safety interval.
+
+        A retry already due when the last pass began was seen by that pass, which could not
+        dial it (no free member, closed, gated): a member turning ready or an attempt ending
+        wakes the loop for it. Without this the loop would spin on a due retry while every
+        member is busy, one Redis round trip after another.
+        """
+        try:
+            due = await self._store.next_due_ms(queue)
+        except StoreError:
+            return self._safety_interval
+        if due is None or due <= self._pass_ms.get(queue, -1):
+            return self._safety_interval
+        return min(self._safety_interval, max(0.0, (due - self._clock.now_ms()) / 1000))
+
+    async def _safety_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._safety_interval)
+            try:
+                await self.housekeeping()
+            except StoreError as exc:
+                log.warning("dispatch.housekeeping_failed", error=str(exc))
+            self.wake()
+
+    async def housekeeping(self) -> None:
+        """Reclaim crashed leases and expire callbacks past max age or after closing time."""
+        now = self._clock.now_ms()
+        reclaimed = await self._store.reclaim_expired_leases(now_ms=now)
+        if reclaimed:
+            log.warning("callback.lease_reclaimed", count=len(reclaimed), ids=reclaimed[:20])
+        for name, q in self._cfg.queues.items():
+            # policy.is_expired: max_age seconds old is expired; the store's cutoff is exclusive.
+            cutoff = now - q.max_age * 1000 + 1
+            expired = await self._store.expire_older_than(name, cutoff, now_ms=now)
+            if q.after_hours == "expire" and not self._hours[name].is_open(now):
+                expired += await self._store.expire_older_than(name, now + 1, now_ms=now)
+            for cb_id in expired:
+                log.info("callback.expired", callback_id=cb_id, queue=name)
+
+    # --- one pass ---------------------------------------------------------------------
+
+    async def run_once(self, queue: str) -> int:
+        """Claim and start as many callbacks as ``queue`` allows now; returns how many."""
+        if self._tg is None:
+            raise CallbackAriError("dispatcher is not running")
+        q = self._cfg.queues[queue]
+        started = 0
+        async with self._pass_lock[queue]:
+            self._pass_ms[queue] = self._clock.now_ms()
+            ready_since = self._ready_at.pop(queue, None)
+            if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
+                return 0
+            ready = self._watcher.ready_members(queue)
+            slots = policy.dispatch_slots(ready_members=ready, in_flight=self.in_flight(queue))
+            bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
+            # Our callbacks already in the queue still hold a member; the store counts the
+            # dialing ones of every instance, so several instances together stay within `ready`.
+            connecting = sum(
+                a.state is AttemptState.CONNECTING for a in self._in_flight[queue].values()
+            )
+            for _ in range(slots):
+                cb = await self._store.claim_next(
+                    queue,
+                    owner=self._owner,
+                    lease_ms=self._lease_ms,
+                    join_before_ms=bound,
+                    max_dialing=ready - connecting,
+                )
+                if cb is None:
+                    break
+                attempt = self._reserve(cb, q)
+                if ready_since is not None:
+                    self._metrics.dispatch_latency.labels(queue).observe(
+                        asyncio.get_running_loop().time() - ready_since
+                    )
+                self._tg.create_task(self._runner.run(attempt), name=f"attempt:{cb.id}")
+                started += 1
+        return started
+
+    def _reserve(self, cb: Callback, q: QueueConfig) -> Attempt:
+        """Build the attempt and reserve its channel ids and member slot before dialling."""
+        try:
+            endpoint: str | None = dial_string(q.dial_template, cb.number, self._policies[q.name])
+        except NumberRejected as exc:
+            log.error(
+                "callback.number_refused",
+                callback_id=cb.id,
+                number=mask(cb.number),
+                reason=exc.reason,
+            )
+            endpoint = None
+        technology = endpoint.split("/", 1)[0].upper() if endpoint else ""
+        attempt = Attempt(
+            cb=cb,
+            queue=q,
+            endpoint=endpoint,
+            channel_id=originate_channel_id(cb.id, cb.attempts),
+            other_id=originate_other_channel_id(cb.id, cb.attempts)
+            if technology == "LOCAL"
+            else None,
+            technology=technology,
+        )
+        for cid in attempt.channel_ids:
+            self._by_channel[cid] = attempt
+        self._in_flight[q.name][cb.id] = attempt
+        return attempt
+
+    def _released(self, attempt: Attempt, outcome: Outcome | None) -> None:
+        """The attempt no longer holds a member: free its slot and look for more work."""
+        for cid in attempt.channel_ids:
+            if self._by_channel.get(cid) is attempt:
+                del self._by_channel[cid]
+        self._in_flight[attempt.queue.name].pop(attempt.cb.id, None)
+        self.wake(attempt.queue.name)

@@ -1,0 +1,1 @@
+"""The Redis store of callbacks: the store and its Lua scripts."""
