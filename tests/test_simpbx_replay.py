@@ -298,8 +298,8 @@ async def test_websocket_outage_matches_recording(sim: SimAsterisk, asterisk_dat
 
 def _destroy_race(event: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any]:
     """A Local half hung up with Q.850 16 is destroyed with cause 16, except when it loses a
-    race with its other half and reports 0 "Unknown" (1 channel in 30 across our recordings,
-    never the same one). The fake always reports the cause of the hang-up."""
+    race with its other half and reports 0 "Unknown" (2 of 96 in four recordings of
+    ws_disconnect, each time another channel). The fake always reports the hang-up's cause."""
     hung_up_16 = any(
         e["type"] == "ChannelHangupRequest" and e.get("cause") == 16 and not e.get("soft")
         for e in before
