@@ -196,27 +196,29 @@ def test_callers_positions_and_hold_times_from_the_recording(
     watcher = QueueWatcher(["support"], clock)
     rec = Recorder(watcher, clock)
     trace: Trace = []
+    callers: list[list[QueueCaller]] = []
+    holds: list[float | None] = []
     waiter_channel = ""
     for t, msg in replay(watcher, clock, blocks):
         if not waiter_channel and msg.name == "QueueCallerJoin":
             waiter_channel = msg.get("Channel") or ""
-        hold = watcher.hold_time_s("support", waiter_channel) if waiter_channel else None
-        trace.append((t, msg, (watcher.callers("support"), hold)))
+        trace.append((t, msg, None))
+        callers.append(watcher.callers("support"))
+        holds.append(watcher.hold_time_s("support", waiter_channel) if waiter_channel else None)
     joined = at(trace, "QueueCallerJoin")
-    ((waiter,), _) = trace[joined][2]  # type: ignore[misc]
+    (waiter,) = callers[joined]
     assert re.fullmatch(r"Local/join@qcaller-[0-9a-f]{8};2", waiter_channel)
     assert (waiter.channel, waiter.uniqueid, waiter.position) == (waiter_channel, "ami-w1-2", 1)
     assert (waiter.caller_number, waiter.caller_name) == ("5550001", "Waiter")
     assert waiter.join_time_ms == BASE_MS + round(trace[joined][0] * 1000)
     # the QueueStatus snapshot (Wait: 1) keeps the millisecond join time we saw
     snapshot = at(trace, "QueueStatusComplete", ActionID="qs-waiting")
-    callers, hold = trace[snapshot][2]  # type: ignore[misc]
-    assert callers[0].join_time_ms == waiter.join_time_ms
+    assert callers[snapshot][0].join_time_ms == waiter.join_time_ms
+    hold = holds[snapshot]
     assert hold == pytest.approx(ms(trace, snapshot) - ms(trace, joined), abs=0.002)
-    assert hold >= 1.5  # the recorder asked 1.5 s after the join
+    assert hold is not None and hold >= 1.5  # the recorder asked 1.5 s after the join
     assert watcher.oldest_join_ms("support") is None  # everybody left in the end
-    # QueueWithdrawCaller -> QueueCallerAbandon
-    assert trace[at(trace, "QueueCallerAbandon")][2][0] == []  # type: ignore[index]
+    assert callers[at(trace, "QueueCallerAbandon")] == []  # QueueWithdrawCaller -> Abandon
     assert [c.caller_number for c in rec.joined] == ["5550001", "5550002", "5550003", "5550004"]
     assert [c.uniqueid for c in rec.left] == [c.uniqueid for c in rec.joined]  # once each
 
