@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from callback_ari.sim.simpbx import spec
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
 BASIC = "Authorization: Basic Y2J1c2VyOmNicGFzcw==\r\n"  # cbuser:cbpass
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
 @pytest.fixture
@@ -125,3 +128,33 @@ async def test_trailing_slash_gets_asterisks_hint(sim: SimAsterisk) -> None:
     status, _, body = await raw(sim, "GET /ari/channels/")
     assert status == "HTTP/1.1 404 Not Found"
     assert json.loads(body) == {"message": "ARI URLs do not end with a slash. Try /ari/channels"}
+
+
+async def test_websocket_handshake_answers_like_the_recording(
+    sim: SimAsterisk, asterisk_data: Path
+) -> None:
+    """The 101 has exactly the headers Asterisk 22.10 sent, in its order and spelling."""
+    recorded = next(
+        item
+        for line in (asterisk_data / "offer_flow.jsonl").read_text().splitlines()
+        if (item := json.loads(line))["dir"] == "response" and item["status"] == 101
+    )
+    key = base64.b64encode(b"sixteen byte key").decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.ari_port)
+    writer.write(
+        (
+            "GET /ari/events?app=callback-ari HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: ari\r\n{BASIC}\r\n"
+        ).encode()
+    )
+    async with asyncio.timeout(5):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    writer.close()
+    await writer.wait_closed()
+    status, *lines = head.strip().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert status == f"HTTP/1.1 101 {recorded['reason']}"
+    assert list(headers) == list(recorded["headers"])
+    accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+    assert headers == {**recorded["headers"], "Sec-WebSocket-Accept": accept}
