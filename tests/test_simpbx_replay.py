@@ -216,6 +216,11 @@ def assert_same_responses(engine: Replay) -> None:
         assert [h for h in headers if h in want_headers or h == "Content-type"] == want_headers
         for name in ("Server", "Cache-Control", "Content-type"):
             assert headers.get(name) == recorded["headers"].get(name), (name, line["path"])
+        if "Location" in recorded["headers"]:  # /ari/playbacks/<id>, the id maybe generated
+            uuid = re.compile(_UUID.pattern.strip("^$"))
+            assert uuid.sub("<uuid>", headers["Location"]) == uuid.sub(
+                "<uuid>", recorded["headers"]["Location"]
+            )
 
 
 def unordered(body: Any) -> Any:
