@@ -33,6 +33,8 @@ QUEUE_EVENTS = {
     "QueueSummaryComplete",
     "UserEvent",
     "FullyBooted",
+    "SuccessfulAuth",
+    "RequestBadFormat",
 }
 # values that depend on the clock, on id counters or on Asterisk's uptime
 VOLATILE = {
@@ -50,6 +52,11 @@ VOLATILE = {
     "LastReload",
     "Timestamp",
     "Holdtime",
+    "EventTV",
+    "SessionTV",
+    "SessionID",
+    "LocalAddress",
+    "RemoteAddress",
 }
 _HEX = re.compile(r"-[0-9a-f]{8};")
 
