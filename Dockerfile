@@ -1,13 +1,20 @@
 # callback-ari service image: non-root, no build tools at run time.
+# Dependencies come from the committed lock at their pinned versions, checked by hash.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+RUN python -m venv /opt/callback-ari
+ENV PATH=/opt/callback-ari/bin:$PATH
+COPY .ci/requirements.lock ./.ci/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r .ci/requirements.lock
+COPY setup.cfg pyproject.toml README.md LICENSE ./
 COPY callback_ari ./callback_ari
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+ && pip uninstall --yes setuptools
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin callback-ari
-COPY --from=build /install /usr/local
+COPY --from=build /opt/callback-ari /opt/callback-ari
+ENV PATH=/opt/callback-ari/bin:$PATH
 COPY dialplan/callback_ari.conf /etc/asterisk/callback_ari.conf
 USER callback-ari
 ENV PYTHONUNBUFFERED=1

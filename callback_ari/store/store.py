@@ -92,7 +92,9 @@ def connect_redis(url: str, *, sentinel_master: str = "", sentinels: tuple[str, 
         if kwargs.pop("connection_class", None) is not None:
             kwargs["ssl"] = True  # parse_url only sets a class for rediss://
         hosts = [_host_port(s) for s in sentinels] or [(host, 26379)]
-        sentinel = Sentinel(hosts, **common, **kwargs)  # type: ignore[no-untyped-call]
+        # Called through Any: Sentinel() is untyped before redis 8 and typed from 8 on,
+        # so an ignore comment here would be reported as unused on one of the two.
+        sentinel: Sentinel = cast(Any, Sentinel)(hosts, **common, **kwargs)
         client: Redis = sentinel.master_for(sentinel_master, redis_class=Redis)
         return client
     except ValueError as exc:
