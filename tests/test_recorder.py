@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from callback_ari.sim import recorder
+from callback_ari.sim import recorder, recorder_ari
 from callback_ari.sim.sandbox import Sandbox
 from tests.test_simpbx_replay import by_channel, canonical
 
@@ -60,7 +60,7 @@ async def test_recorder_reproduces_the_committed_originate_outcomes(
     await asyncio.to_thread(sandbox.start, extra)
     out = tmp_path / "originate_outcomes.jsonl"
     async with asyncio.timeout(90):
-        await recorder.record_originate_outcomes(sandbox, out)
+        await recorder_ari.record_originate_outcomes(sandbox, out)
     new, old = lines(out), lines(asterisk_data / "originate_outcomes.jsonl")
     assert exchanges(new) == exchanges(old)
     assert app_events_per_channel(new) == app_events_per_channel(old)

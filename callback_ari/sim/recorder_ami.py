@@ -12,7 +12,7 @@ from callback_ari.sim.recording import AmiTranscript, RawAmi
 if TYPE_CHECKING:
     from callback_ari.sim.sandbox import Sandbox
 
-USER, SECRET = "cbami", "cbpass"
+USER, SECRET = "cbami", "cbpass"  # throwaway AMI user of the recording PBX, loopback only
 HEADER = """\
 ### Raw AMI transcript recorded against Asterisk 22 (see README.md).
 ### Blocks: ">>> [t=..] SENT conn=X" = bytes written by the client, "<<< [t=..] RECV conn=X" = \
