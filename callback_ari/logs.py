@@ -1,9 +1,15 @@
-"""Logging: structlog configured once, JSON lines or console, numbers masked, secrets redacted."""
+"""Logging: structlog configured once, JSON lines or console, numbers masked, secrets redacted.
+
+On journald (``JOURNAL_STREAM`` names stdout, or ``--log-format journal``) each line starts
+with its syslog priority (``<3>`` for errors), which journald strips and stores as PRIORITY,
+so ``journalctl -p err`` finds the errors; the JSON after the prefix is unchanged.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -18,6 +24,9 @@ NUMBER_KEYS = frozenset({"number", "caller_number", "callerid", "phone", "to", "
 SECRET_KEYS = frozenset({"password", "secret", "token", "api_key", "authorization"})
 REDACTED = "***"
 LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("auto", "json", "console", "journal")
+# sd-daemon(3) priorities: journald reads a leading "<N>" as the line's PRIORITY.
+SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@"
 )
@@ -62,12 +71,48 @@ class _Stdout(io.TextIOBase):
     def isatty(self) -> bool:
         return sys.stdout.isatty()
 
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+
+class JournalRenderer:
+    """JSON lines prefixed with the syslog priority of their level (``<3>{"event": ...}``)."""
+
+    def __init__(self) -> None:
+        self._json = structlog.processors.JSONRenderer()
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        level = str(event_dict.get("level", name)).lower()
+        priority = SYSLOG_PRIORITY.get(level, SYSLOG_PRIORITY["info"])
+        body = self._json(logger, name, event_dict)
+        text = body.decode() if isinstance(body, bytes) else body
+        return f"<{priority}>{text}"
+
+
+def stdout_is_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``JOURNAL_STREAM`` is set and (where it can be checked) names ``stream``.
+
+    systemd sets ``JOURNAL_STREAM=<device>:<inode>`` for a unit whose stdout is the journal;
+    a child whose stdout was redirected elsewhere inherits the variable, hence the check.
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return True  # a wrapped stream (test capture): trust the variable
+    dev, _, ino = value.partition(":")
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
 
 def _renderer(fmt: str, stream: TextIO) -> Processor:
     if fmt == "auto":
         fmt = "console" if _isatty(stream) else "json"
     if fmt == "console":
         return structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    if fmt == "journal" or stdout_is_journal(stream):
+        return JournalRenderer()
     return structlog.processors.JSONRenderer()
 
 
@@ -83,10 +128,12 @@ def configure_logging(
 ) -> None:
     """Configure structlog (and stdlib logging at WARNING+) to write to ``stream`` (stdout).
 
-    ``fmt``: "json" for JSON lines, "console" for coloured human output, "auto" picks console
-    on a TTY and JSON otherwise. Calling it again replaces the previous configuration.
+    ``fmt``: "json" for JSON lines, "console" for coloured human output, "journal" for JSON
+    lines with a syslog priority prefix, "auto" picks console on a TTY and JSON otherwise.
+    JSON gets the prefix whenever stdout is the journal. Calling it again replaces the
+    previous configuration.
     """
-    if fmt not in ("auto", "json", "console"):
+    if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}")
     if level.lower() not in LEVELS:
         raise ValueError(f"unknown log level {level!r}")

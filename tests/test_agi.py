@@ -324,7 +324,7 @@ async def test_three_refused_numbers_apologise_and_return_to_the_queue(rig: Rig)
         + ENTER + typed("999#") + [f"STREAM FILE vm-sorry {NONE}"] + RETURN
     )  # fmt: skip
     assert await rig.records() == []
-    assert rig.results() == {"continued": 1}
+    assert rig.results() == {"too_many_tries": 1}
 
 
 @pytest.mark.parametrize(
@@ -362,7 +362,7 @@ async def test_emergency_caller_id_is_not_offered_for_confirmation(rig: Rig) -> 
 async def test_silence_at_the_offer_returns_the_caller_to_the_queue(rig: Rig) -> None:
     peer = await rig.call()
     assert peer.commands == OFFER + MENU + RETURN
-    assert rig.results() == {"continued": 1}
+    assert rig.results() == {"silence": 1}
 
 
 async def test_declining_returns_the_caller_to_the_queue(rig: Rig) -> None:
@@ -384,7 +384,7 @@ async def test_redis_down_says_sorry_and_returns_to_the_queue() -> None:
             OFFER + MENU + heard_callerid("2025550143") + CONFIRM + MENU
             + [f"STREAM FILE sorry {NONE}"] + RETURN
         )  # fmt: skip
-        assert rig.results() == {"continued": 1}
+        assert rig.results() == {"store_failed": 1}
         errors = rig.metrics.registry.get_sample_value("callback_errors_total", {"area": "store"})
         assert errors == 1
 
@@ -488,7 +488,7 @@ async def test_hangup_during_the_farewell_keeps_the_stored_callback(rig: Rig) ->
 async def test_error_reply_sends_the_caller_back_to_the_queue(rig: Rig, reply: str) -> None:
     peer = await rig.call((1, reply))
     assert peer.commands == OFFER[:1] + SETS
-    assert rig.results() == {"continued": 1}
+    assert rig.results() == {"error": 1}
     assert rig.metrics.registry.get_sample_value("callback_errors_total", {"area": "agi"}) == 1
 
 
@@ -537,7 +537,7 @@ async def test_malformed_environment_ends_the_session_and_the_server_lives_on(
 ) -> None:
     assert await raw_session(rig.port, data) == b""
     # a bad peer is turned away, not counted as a crash of ours
-    assert rig.metrics.registry.get_sample_value("callback_errors_total", {"area": "agi"}) is None
+    assert rig.metrics.registry.get_sample_value("callback_errors_total", {"area": "agi"}) == 0
     peer = await rig.call()  # the next caller is served as usual
     assert peer.commands == OFFER + MENU + RETURN
 
@@ -561,7 +561,7 @@ async def test_dialogue_timeout_closes_a_session_that_gets_no_reply(redis_url: s
     async with rig_on(redis_url, config) as rig:
         peer = await rig.call((1, "stall"))
         assert peer.commands == OFFER[:1]  # nothing more: the unanswered reply is still owed
-        assert rig.results() == {"continued": 1}
+        assert rig.results() == {"dialogue_timeout": 1}
 
 
 async def test_server_cancellation_leaves_no_tasks_and_closes_calls(redis_url: str) -> None:

@@ -67,7 +67,7 @@ async def _harness(tmp_path: Path, redis_url: str, token: str = TOKEN) -> AsyncI
     redis = aioredis.Redis.from_url(redis_url)
     store = CallbackStore(redis, prefix="t", clock=clock)
     metrics = Metrics()
-    metrics.stored.labels("support", "web")
+    metrics.requested.labels("support", "web")
     links = {"ari": True, "ami": True, "redis": True}
 
     async def status() -> StatusDoc:
@@ -135,9 +135,11 @@ async def test_api_requires_the_bearer_token(h: Harness) -> None:
     assert await resp.json() == {"callbacks": [], "next_cursor": None}
 
 
-async def test_api_and_status_page_are_off_without_a_token(tmp_path: Path, redis_url: str) -> None:
+async def test_api_is_off_without_a_token_but_the_health_view_stays(
+    tmp_path: Path, redis_url: str
+) -> None:
     async for h in _harness(tmp_path, redis_url, token=""):
-        for path in ("/api/v1/callbacks", "/api/v1/status", "/"):
+        for path in ("/api/v1/callbacks", "/api/v1/status"):
             resp = await h.client.get(path, headers={"Authorization": "Bearer "})
             assert resp.status == 404
             err = await error_of(resp)
@@ -145,6 +147,12 @@ async def test_api_and_status_page_are_off_without_a_token(tmp_path: Path, redis
         resp = await post(h, {"queue": "support", "number": NUMBER})
         assert resp.status == 404
         assert (await h.client.get("/healthz")).status == 200
+        # the page holds no data itself: it shows health from /readyz, figures need a token
+        page = await h.client.get("/")
+        assert page.status == 200
+        assert 'id="health"' in await page.text()
+        assert (await h.client.get("/static/status.js")).status == 200
+        assert (await h.client.get("/readyz")).status in (200, 503)
 
 
 # --- create: validation ------------------------------------------------------------------
@@ -370,7 +378,7 @@ async def test_health_readiness_and_metrics_need_no_token(h: Harness) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await resp.text()
-    assert 'callback_stored_total{origin="web",queue="support"} 1.0' in text
+    assert 'callback_requested_total{origin="web",queue="support"} 1.0' in text
 
 
 async def test_status_document_and_page(h: Harness) -> None:

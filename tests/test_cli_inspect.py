@@ -182,3 +182,64 @@ def test_with_config_reports_config_problems(
     args = argparse.Namespace(config=str(tmp_path / "missing.conf"), json=False)
     assert handler(args) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_list_says_how_many_it_left_out_and_warns_on_an_unknown_queue(
+    seeded: tuple[Config, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = seeded
+    assert run(["list", "--limit", "2"], config) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "2 of 4 shown (--limit 2)"
+    assert run(["list", "--queue", "support", "--limit", "3"], config) == 0
+    assert "shown" not in capsys.readouterr().out  # all three: nothing left out
+    assert run(["list", "--queue", "support", "--json", "--limit", "1"], config) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 1  # the JSON stays a plain list
+    assert captured.err.strip() == "1 of 3 shown (--limit 1)"
+
+    assert run(["list", "--queue", "suport"], config) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "no callbacks"
+    assert "warning: no queue 'suport'" in captured.err
+    assert "known: sales, support" in captured.err
+
+
+def test_show_prints_times_and_no_stale_fields_on_final_records(
+    seeded: tuple[Config, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config, ids = seeded
+    assert run(["show", ids[0]], config) == 0  # connected: final
+    fields = dict(
+        line.split(None, 1) for line in capsys.readouterr().out.split("\n\n")[0].splitlines()
+    )
+    for stale in ("lease_owner", "lease_expires", "next_attempt"):
+        assert stale not in fields
+    assert "created_ms" not in fields and "join_time_ms" not in fields
+    assert fields["created"].endswith("Z") and fields["created"][:2] == "20"
+    assert fields["state"] == "connected"
+
+    assert run(["show", ids[0], "--json"], config) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["lease_owner"], doc["lease_expires_ms"], doc["next_attempt_ms"]) == (
+        None, None, None,
+    )  # fmt: skip
+    assert isinstance(doc["created_ms"], int)
+
+    assert run(["show", ids[1]], config) == 0  # pending: live, so next_attempt is shown
+    assert "next_attempt" in capsys.readouterr().out
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    import time
+
+    time.tzset()
+    try:
+        assert run(["show", ids[0], "--local"], config) == 0
+        out = capsys.readouterr().out
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    created = dict(line.split(None, 1) for line in out.split("\n\n")[0].splitlines())["created"]
+    assert created.endswith(("EST", "EDT")), created

@@ -5,6 +5,7 @@ piece an administrator can get wrong fails (or warns) with the fix printed under
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,12 @@ async def doctor(sim: SimAsterisk, redis_url: str, **kw: Any) -> list[Finding]:
     return await run_checks(parse_config(config_text(sim, redis_url, **kw), env={}))
 
 
-async def check_command(tmp_path: Path, text: str) -> int:
+async def check_command(tmp_path: Path, text: str, *extra: str) -> int:
     """``callback-ari -c <file> check`` as an administrator runs it (its own event loop)."""
     path = tmp_path / "callback_ari.conf"
     path.write_text(text)
     try:
-        argv = ["-c", str(path), "--log-level", "error", "check"]
+        argv = ["-c", str(path), "--log-level", "error", "check", *extra]
         return await asyncio.to_thread(cli.main, argv)
     finally:
         reset_logging()
@@ -140,6 +141,15 @@ async def test_wrong_ari_password_fails_with_the_ari_conf_fix_and_exits_1(
     assert "ARI refused user 'cbuser'" in out
     assert "fix: make [ari] username/password match a user in ari.conf" in out
     assert "not-the-password" not in out  # never echo a secret
+    # the same for scripts: check --json, same exit code, every finding with its fix
+    assert await check_command(tmp_path, text, "--json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["ok"], doc["failed"]) == (False, 1)
+    checks = {c["check"]: c for c in doc["checks"]}
+    assert checks["ari.login"]["status"] == "fail"
+    assert checks["ari.login"]["fix"].startswith("make [ari] username/password match")
+    assert checks["ami.login"]["status"] == "pass"
+    assert "not-the-password" not in json.dumps(doc)
     # the rest of the install is still checked
     assert table_rows(out)["ami.login"] == "PASS"
     assert table_rows(out)["queue.support"] == "PASS"

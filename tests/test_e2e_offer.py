@@ -423,7 +423,7 @@ async def test_three_invalid_keys_apologise_and_return_to_the_same_position(
         assert alice.ch.variables["CB_POSITION"] == "2"
         assert pbx.sim.queue_callers("support") == [bob.ch, alice.ch]
         assert await pbx.callbacks() == []
-        result = "continued"
+        result = "too_many_tries"
         assert pbx.metric("callback_offer_results_total", queue="support", result=result) == 1
 
 

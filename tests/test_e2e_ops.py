@@ -22,9 +22,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from callback_ari import __version__
 from callback_ari.masking import mask
 from callback_ari.models import State
 from callback_ari.service.service import Service
+from callback_ari.sim.simpbx.ari_handlers import VERSION as ASTERISK_VERSION
 from callback_ari.sim.simpbx.redis_process import free_port
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import (
@@ -149,14 +151,18 @@ async def test_metrics_count_one_whole_callback_exactly(sim: SimAsterisk, redis_
         assert moved(before, after, "callback_offer_results_total") == {
             "callback_offer_results_total{queue=support,result=stored}": 1
         }
-        assert moved(before, after, "callback_stored_total") == {
-            "callback_stored_total{origin=phone,queue=support}": 1
+        assert moved(before, after, "callback_requested_total") == {
+            "callback_requested_total{origin=phone,queue=support}": 1
         }
+        assert moved(before, after, "callback_finished_total") == {
+            "callback_finished_total{origin=phone,queue=support,state=connected}": 1
+        }
+        assert value(after, "callback_request_to_connected_seconds_count", **q) == 1
         assert moved(before, after, "callback_attempts_total") == {
             "callback_attempts_total{outcome=connected,queue=support}": 1
         }
-        assert value(after, "callback_dispatch_latency_seconds_count", **q) == 1
-        latency = value(after, "callback_dispatch_latency_seconds_sum", **q)
+        assert value(after, "callback_ready_to_dial_seconds_count", **q) == 1
+        latency = value(after, "callback_ready_to_dial_seconds_sum", **q)
         assert 0 <= latency < 5.0  # member ready -> originate sent, on an idle test machine
         assert value(after, "callback_hold_at_offer_seconds_count", **q) == 1
         held = value(after, "callback_hold_at_offer_seconds_sum", **q)
@@ -167,6 +173,9 @@ async def test_metrics_count_one_whole_callback_exactly(sim: SimAsterisk, redis_
             assert value(after, "callback_link_up", link=link) == 1, link
         assert moved(before, after, "callback_errors_total") == {}
         assert moved(before, after, "callback_reconnects_total") == {}
+        # build info: our version and the Asterisk version GET /asterisk/info reported
+        assert value(after, "callback_build_info", version=__version__,
+                     asterisk_version=ASTERISK_VERSION) == 1  # fmt: skip
     finally:
         await client.aclose()
 
@@ -206,6 +215,10 @@ async def test_readyz_names_ami_while_it_is_down_and_recovers(
         assert body["status"] == "unavailable"
         assert body["down"] == ["ami"]
         assert body["checks"] == {"ari": True, "ami": False, "redis": True}
+        # the metric follows the link at once, not on the next gauge refresh
+        down = await scrape(http, base)
+        assert value(down, "callback_link_up", link="ami") == 0
+        assert value(down, "callback_link_up", link="ari") == 1
         async with http.get(f"{base}/healthz") as resp:
             assert resp.status == 200  # alive, just not ready: no restart wanted
         sim.freeze_ami(False)
@@ -369,6 +382,26 @@ def wait_js(condition: str, result: str, timeout_ms: int = 10_000) -> str:
     }})"""
 
 
+def chart_pixels(png: Path, rect: dict[str, float], color: str) -> int:
+    """How many pixels of ``color`` (#rrggbb) the screenshot has inside ``rect`` (CSS px)."""
+    from PIL import Image
+
+    want = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+    with Image.open(png) as image:
+        box = (
+            int(rect["x"]),
+            int(rect["y"]),
+            int(rect["x"] + rect["w"]),
+            int(rect["y"] + rect["h"]),
+        )
+        region = image.convert("RGB").crop(box)
+        return sum(
+            n
+            for n, rgb in region.getcolors(maxcolors=1 << 20) or []
+            if all(abs(a - b) <= 24 for a, b in zip(rgb, want, strict=True))
+        )
+
+
 async def test_status_page_shows_pending_callback_and_holding_caller(
     sim: SimAsterisk, redis_url: str
 ) -> None:
@@ -382,21 +415,44 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
     client, store = await store_for(redis_url)
     try:
         # offer_threshold 0: nobody is offered by time; Alice asks by pressing 1 in the queue
-        async with http_service(sim, redis_url, offer_threshold=0) as (_service, base):
+        async with http_service(sim, redis_url, offer_threshold=0) as (service, base):
+            assert service.store is not None
+            trends = service.trends
+
+            async def sample() -> None:  # the trend buffer's deterministic hook
+                await service.refresh_gauges()
+                await trends.sample(service.store)
+
+            await sample()  # nobody yet
             alice = sim.caller_joins("support", "2025551234", "Alice")
             await sim.wait_for(lambda: alice in sim.queue_callers("support"), timeout=5)
+            await sample()  # Alice holding
             sim.press_digit(alice.id, "1")
             await offer_and_accept(sim, alice.id)
             async with asyncio.timeout(10):
                 stored = await wait_for_callback(store, lambda cbs: len(cbs) == 1)
             assert stored[0].state is State.PENDING
             await sim.wait_for(lambda: alice.destroyed, timeout=10)
+            await sample()  # one callback pending, nobody holding
             bob = sim.caller_joins("support", "3125550199", "Bob")
             await sim.wait_for(lambda: bob in sim.queue_callers("support"), timeout=5)
+            carol = sim.caller_joins("support", "3125550177", "Carol")
+            await sim.wait_for(lambda: carol in sim.queue_callers("support"), timeout=5)
+            await sample()  # two holding, one pending
+            await sample()
 
             async with asyncio.timeout(45), chromium(binary) as page:
                 await page.navigate(base + "/")
-                # the page asks for the token first and shows nothing else
+                # without the token: the health view only, no numbers and no names
+                health = await page.evaluate(
+                    wait_js(
+                        "document.getElementById('health-state').textContent === 'ready'",
+                        "document.body.innerText",
+                    )
+                )
+                assert "ARI up" in health and "AMI up" in health and "REDIS up" in health
+                for secret in ("support", "1234", "0199", "Requested today"):
+                    assert secret not in health
                 assert await page.evaluate(visible("token-form"))
                 assert not await page.evaluate(visible("dashboard"))
                 await page.evaluate(
@@ -415,6 +471,23 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
                         f"form_shown: {visible('token-form')}}}",
                     )
                 )
+                charts = await page.evaluate(
+                    wait_js(
+                        f"{section}?.querySelectorAll('.chart[data-points]').length === 4",
+                        f"""Object.fromEntries([...{section}.querySelectorAll('.chart')].map(f => {{
+                            const r = f.querySelector('svg')?.getBoundingClientRect();
+                            return [f.dataset.series, {{points: Number(f.dataset.points),
+                                polylines: f.querySelectorAll('polyline').length,
+                                rect: r ? {{x: r.x + scrollX, y: r.y + scrollY, w: r.width,
+                                           h: r.height}} : null}}];
+                        }}))""",
+                    )
+                )
+                tiles = await page.evaluate(
+                    f"""Object.fromEntries([...{section}.querySelectorAll('.tiles div')].map(
+                        d => [d.querySelector('dt').textContent,
+                              d.querySelector('dd').textContent]))"""
+                )
                 await page.screenshot(ARTIFACTS / "status-page.png")
 
         # one pending callback: its id, the masked number, state, attempts, next attempt
@@ -426,7 +499,8 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
             "now",
         ]
         # one caller still holding in the queue: position 1, masked number, their channel
-        position, shown, channel, _held = rows["callers"].split("\t")
+        first_row = rows["callers"].split("\n")[0]
+        position, shown, channel, _held = first_row.split("\t")
         assert (position, shown, channel) == ("1", mask("3125550199"), bob.name)
         for raw in ("2025551234", "3125550199"):
             assert raw not in rows["body"]
@@ -437,5 +511,20 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
         assert rows["kept"] == TOKEN
         assert TOKEN not in rows["url"]
         assert (ARTIFACTS / "status-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # today's tiles: one callback requested, nothing finished yet, Bob holding longest
+        assert tiles["Requested today"] == "1"
+        assert tiles["Connected today"] == "0"
+        assert tiles["Success today"] == "\u2013"  # nothing finished: no rate
+        assert tiles["Expired today"] == "0"
+        assert tiles["Longest hold now"] != "nobody"
+        # the charts drew the samples; holding and pending show as lines on the screenshot
+        for name in ("holding", "pending", "hold_p90_s", "attempts"):
+            assert charts[name]["points"] >= 3, (name, charts[name])
+        # (the sampling loop's own first sample at start-up comes on top of the five)
+        assert charts["holding"]["points"] >= 5 and charts["pending"]["points"] >= 5
+        for name, color in (("holding", "#0969da"), ("pending", "#8250df")):
+            assert charts[name]["polylines"] == 1
+            drawn = chart_pixels(ARTIFACTS / "status-page.png", charts[name]["rect"], color)
+            assert drawn > 100, (name, drawn)  # a line with points, not an empty frame
     finally:
         await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from callback_ari.logs import configure_logging, reset_logging
+from callback_ari.logs import configure_logging, reset_logging, stdout_is_journal
 
 
 @pytest.fixture(autouse=True)
@@ -133,3 +134,88 @@ def test_bad_arguments_are_refused() -> None:
         configure_logging("xml")
     with pytest.raises(ValueError):
         configure_logging("json", level="loud")
+
+
+# --- journald: a syslog priority in front of each line -----------------------------------
+
+
+def journal_lines(stream: io.StringIO) -> list[tuple[int, dict[str, Any]]]:
+    """(priority, JSON body) of every line; fails on a line without the ``<N>`` prefix."""
+    out = []
+    for line in stream.getvalue().splitlines():
+        prefix, sep, body = line.partition(">")
+        assert sep and prefix.startswith("<") and prefix[1:].isdigit(), line
+        out.append((int(prefix[1:]), json.loads(body)))
+    return out
+
+
+def test_journal_format_prefixes_each_line_with_its_syslog_priority() -> None:
+    stream = io.StringIO()
+    configure_logging("journal", "debug", stream=stream)
+    log = structlog.get_logger("t")
+    log.debug("a.debug")
+    log.info("a.info", number="2025551234")
+    log.warning("a.warning")
+    log.error("a.error", password="hunter2")
+    log.critical("a.critical")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("a.exception")
+    logging.getLogger("aiohttp.server").error("stdlib %s", "error")
+    got = journal_lines(stream)
+    assert [(p, body["event"]) for p, body in got] == [
+        (7, "a.debug"), (6, "a.info"), (4, "a.warning"), (3, "a.error"), (2, "a.critical"),
+        (3, "a.exception"), (3, "stdlib error"),
+    ]  # fmt: skip
+    # the JSON after the prefix is the same document as without it
+    assert got[1][1]["number"] == "******1234"
+    assert got[3][1]["password"] == "***"
+    assert "ValueError: boom" in got[5][1]["exception"]
+    assert "\n" not in stream.getvalue().split("\n", 1)[0]  # one line each, traceback included
+
+
+def test_journal_stream_switches_json_to_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd (JOURNAL_STREAM set) plain JSON gains the prefix; elsewhere it does not."""
+    plain = io.StringIO()
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    configure_logging("json", stream=plain)
+    structlog.get_logger().error("x.failed")
+    assert json.loads(plain.getvalue())["event"] == "x.failed"
+    assert plain.getvalue().startswith("{")
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    journal = io.StringIO()
+    configure_logging("auto", stream=journal)
+    structlog.get_logger().error("x.failed")
+    assert journal_lines(journal) == [
+        (
+            3,
+            json.loads(plain.getvalue())
+            | {"timestamp": json.loads(journal.getvalue().partition(">")[2])["timestamp"]},
+        )
+    ]
+
+    unit = io.StringIO()  # the shipped systemd unit runs with --log-format json
+    configure_logging("json", stream=unit)
+    structlog.get_logger().warning("x.slow")
+    assert [p for p, _ in journal_lines(unit)] == [4]
+
+    console = io.StringIO()
+    configure_logging("console", stream=console)
+    structlog.get_logger().error("x.failed")
+    assert not console.getvalue().startswith("<")
+
+
+def test_journal_stream_of_another_file_leaves_json_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A child whose stdout was redirected inherits JOURNAL_STREAM; its file is not the journal."""
+    with open(tmp_path / "out.log", "w") as f, open(tmp_path / "journal", "w") as journal:
+        st = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert stdout_is_journal(journal)
+        assert not stdout_is_journal(f)
+        configure_logging("auto", stream=f)
+        structlog.get_logger().error("x.failed")
+    assert (tmp_path / "out.log").read_text().startswith('{"')

@@ -144,3 +144,55 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 5000
+
+
+def test_cli_errors_name_the_flags_and_the_offered_load_is_printed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from callback_ari.cli.app import main
+
+    assert main(["simulate", "--arrivals", "0", "--handle", "-5", "--accept", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--arrivals must be > 0" in err and "--handle must be > 0" in err
+    assert "--accept must be within [0, 1]" in err
+    assert "arrivals_per_hour" not in err and "mean_handle_s" not in err
+
+    assert main(["simulate", "--hours", "1", "--thresholds", "none,60"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "offered load: 120 calls/h x 240 s (handle + wrap-up) = 8.00 Erlang on 9 agents"
+        " = 89% of their time"
+    )
+
+
+def test_plot_has_a_title_the_parameters_and_a_cost_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from callback_ari.sim.simulate import plot_title
+
+    params = SimParams(arrivals_per_hour=120, mean_handle_s=240, agents=9, hours=1)
+    results = compare_thresholds(params, [None, 60], seed=1)
+    out = plot_hold_distribution(results, tmp_path / "holds.png", params=params)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    title, line = plot_title(params)
+    assert "hold time by offer threshold" in title
+    assert "120 calls/h" in line and "9 agents (89% load)" in line and "accept 60%" in line
+
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_close = plt.close
+
+    def keep(fig: object) -> None:
+        captured["fig"] = fig
+        real_close(fig)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt, "close", keep)
+        plot_hold_distribution(results, tmp_path / "again.png", params=params)
+    fig = captured["fig"]
+    axes = fig.get_axes()  # type: ignore[attr-defined]
+    titles = [ax.get_title() for ax in axes]
+    assert "the cost: agent time and abandonment" in titles
+    assert fig._suptitle.get_text().startswith(title)  # type: ignore[attr-defined]
+    cost = next(ax for ax in axes if ax.get_title().startswith("the cost"))
+    assert len(cost.patches) == 2  # one idle-time bar per threshold

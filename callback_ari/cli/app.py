@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-format",
-        choices=("auto", "json", "console"),
+        choices=("auto", "json", "console", "journal"),
         default=None,
-        help="log output: JSON lines, coloured console, or auto (console on a TTY)",
+        help="log output: JSON lines, coloured console, journal (JSON lines with a syslog "
+        "<priority> prefix), or auto (console on a TTY; journal when stdout is journald)",
     )
     parser.add_argument("--log-level", choices=LEVELS, default=None, help="minimum log level")
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}

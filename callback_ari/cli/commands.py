@@ -103,7 +103,9 @@ def run_handler(args: argparse.Namespace) -> int:
 
 
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--json", action="store_true", help="machine-readable JSON instead of the table"
+    )
 
 
 def check_handler(args: argparse.Namespace) -> int:
@@ -111,10 +113,10 @@ def check_handler(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if config is None:
         return EXIT_CONFIG
-    from callback_ari.ops.doctor import Status, format_findings, run_checks
+    from callback_ari.ops.doctor import Status, findings_json, format_findings, run_checks
 
     findings = asyncio.run(run_checks(config))
-    print(format_findings(findings))
+    print(findings_json(findings) if args.json else format_findings(findings))
     return EXIT_CHECK_FAILED if any(f.status is Status.FAIL for f in findings) else EXIT_OK
 
 

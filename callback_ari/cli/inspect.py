@@ -145,10 +145,25 @@ def _redis_where(config: Config) -> str:
         return "the configured URL"
 
 
-def _time(ms: int) -> str:
+def _time(ms: int, local: bool = False) -> str:
+    """Epoch ms as a time: UTC (``Z``) by default, this machine's local time with ``local``."""
     if not ms:
         return "-"
+    if local:
+        return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# Fields that only mean something while a callback is live: a final record drops them.
+_LIVE_ONLY = ("next_attempt_ms", "lease_owner", "lease_expires_ms")
+# ``show``'s labels for the time fields (the JSON keeps the *_ms numbers).
+_TIME_LABELS = {
+    "join_time_ms": "joined",
+    "created_ms": "created",
+    "next_attempt_ms": "next_attempt",
+    "updated_ms": "updated",
+    "lease_expires_ms": "lease_expires",
+}
 
 
 def _number(cb: Callback, unmasked: bool) -> str:
@@ -176,7 +191,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _record(cb: Callback, unmasked: bool) -> dict[str, Any]:
-    return {
+    """The record as ``list --json`` and ``show`` print it; live-only fields are None once
+    the callback is final (a stale lease or next attempt would mislead)."""
+    record: dict[str, Any] = {
         "id": cb.id,
         "queue": cb.queue,
         "number": _number(cb, unmasked),
@@ -195,6 +212,9 @@ def _record(cb: Callback, unmasked: bool) -> dict[str, Any]:
         "lease_expires_ms": cb.lease_expires_ms,
         "source_channel": cb.source_channel,
     }
+    if cb.state.is_terminal:
+        record.update(dict.fromkeys(_LIVE_ONLY))
+    return record
 
 
 def _out(args: argparse.Namespace) -> TextIO:
@@ -224,6 +244,13 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", "-n", type=_positive, default=50, help="at most N callbacks (default 50)"
     )
     _common(parser)
+    _local(parser)
+
+
+def _local(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--local", action="store_true", help="times in this machine's local time (default UTC)"
+    )
 
 
 def _positive(text: str) -> int:
@@ -237,21 +264,38 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
 
     async def work(store: CallbackStore) -> int:
         state = State(args.state) if args.state else None
+        counts = await store.counts()
+        if args.queue and args.queue not in config.queues and args.queue not in counts:
+            known = ", ".join(sorted(set(config.queues) | set(counts))) or "none"
+            print(f"callback-ari: warning: no queue {args.queue!r} in the configuration or in "
+                  f"Redis (known: {known})", file=sys.stderr)  # fmt: skip
+        total = sum(
+            n
+            for queue, per_state in counts.items()
+            if not args.queue or queue == args.queue
+            for name, n in per_state.items()
+            if state is None or name == state.value
+        )
         items = await store.list(queue=args.queue, state=state, limit=args.limit, cursor=0)
+        shown = f"{len(items)} of {total} shown (--limit {args.limit})"
         if args.json:
             _print_json(args, [_record(cb, args.unmasked) for cb in items])
+            if len(items) < total:
+                print(shown, file=sys.stderr)
             return EXIT_OK
         headers = ("ID", "QUEUE", "NUMBER", "NAME", "STATE", "ATTEMPTS", "LAST OUTCOME", "JOINED",
                    "NEXT ATTEMPT")  # fmt: skip
         rows = [
             (cb.id, cb.queue, _number(cb, args.unmasked), cb.caller_name or "-", cb.state.value,
-             cb.attempts, cb.last_outcome or "-", _time(cb.join_time_ms),
-             _time(cb.next_attempt_ms))
+             cb.attempts, cb.last_outcome or "-", _time(cb.join_time_ms, args.local),
+             _time(cb.next_attempt_ms, args.local) if cb.state.is_live else "-")
             for cb in items
         ]  # fmt: skip
         out = _out(args)
         if rows:
             out.write(table(headers, rows))
+            if len(items) < total:
+                print(shown, file=out)
         else:
             print("no callbacks", file=out)
         return EXIT_OK
@@ -265,6 +309,11 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
 def _id_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="callback id (see `list`)")
     _common(parser)
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    _id_arguments(parser)
+    _local(parser)
 
 
 def show_handler(args: argparse.Namespace, config: Config) -> int:
@@ -284,14 +333,18 @@ def show_handler(args: argparse.Namespace, config: Config) -> int:
             _print_json(args, record)
             return EXIT_OK
         out = _out(args)
-        width = max(len(k) for k in record)
-        for key, value in record.items():
-            shown = _time(value) if key.endswith("_ms") and isinstance(value, int) else value
-            print(f"{key.ljust(width)}  {shown if shown not in ('', None) else '-'}", file=out)
+        shown = {
+            _TIME_LABELS.get(key, key): _time(value, args.local) if key in _TIME_LABELS else value
+            for key, value in record.items()
+            if not (cb.state.is_terminal and key in _LIVE_ONLY)
+        }
+        width = max(len(k) for k in shown)
+        for key, value in shown.items():
+            print(f"{key.ljust(width)}  {value if value not in ('', None) else '-'}", file=out)
         if history:
             print("\nhistory", file=out)
-            rows = [(_time(t.at_ms), t.event, t.to_state or "-", t.outcome or "-", t.attempt)
-                    for t in history]  # fmt: skip
+            rows = [(_time(t.at_ms, args.local), t.event, t.to_state or "-", t.outcome or "-",
+                     t.attempt) for t in history]  # fmt: skip
             out.write(table(("AT", "EVENT", "STATE", "OUTCOME", "ATTEMPT"), rows))
         return EXIT_OK
 
@@ -379,7 +432,7 @@ def report_handler(args: argparse.Namespace, config: Config) -> int:
 COMMANDS: tuple[InspectCommand, ...] = (
     InspectCommand("list", "list stored callbacks (reads Redis directly)", _list_arguments,
                    list_handler),
-    InspectCommand("show", "show one callback and its history", _id_arguments, show_handler),
+    InspectCommand("show", "show one callback and its history", _show_arguments, show_handler),
     InspectCommand("cancel", "cancel a pending callback", _id_arguments, cancel_handler),
     InspectCommand("stats", "callbacks per queue and state", _json_only, stats_handler),
     InspectCommand("report", "outcomes and success rates over a period", _report_arguments,

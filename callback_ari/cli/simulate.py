@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from callback_ari.sim.simqueue import SimParams
@@ -12,6 +13,39 @@ from callback_ari.sim.simulate import (
     parse_thresholds,
     plot_hold_distribution,
 )
+
+# SimParams field -> the flag that sets it, so an error names what the user typed.
+FLAGS = {
+    "arrivals_per_hour": "--arrivals",
+    "mean_handle_s": "--handle",
+    "agents": "--agents",
+    "warmup_hours": "warm-up",
+    "hours": "--hours",
+    "wrapup_s": "--wrapup",
+    "mean_patience_s": "--patience",
+    "accept_probability": "--accept",
+    "answer_probability": "--answer",
+    "retry_interval_s": "--retry",
+    "max_attempts": "--attempts",
+    "threshold": "--thresholds",
+}
+_FIELD = re.compile(r"\b(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")\b")
+
+
+def flag_names(message: str) -> str:
+    """A SimParams error in the user's words: ``mean_handle_s must be > 0`` -> ``--handle ...``."""
+    message = message.replace("(or None)", "(or 0: nobody abandons)")
+    return _FIELD.sub(lambda m: FLAGS[m.group(1)], message)
+
+
+def offered_load(params: SimParams) -> str:
+    """The load the simulated queue is offered, in the units a planner uses."""
+    erlangs = params.arrivals_per_hour * (params.mean_handle_s + params.wrapup_s) / 3600
+    return (
+        f"offered load: {params.arrivals_per_hour:g} calls/h x "
+        f"{params.mean_handle_s + params.wrapup_s:g} s (handle + wrap-up) = {erlangs:.2f} Erlang "
+        f"on {params.agents} agents = {erlangs / params.agents:.0%} of their time"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
             max_attempts=args.attempts,
         )
     except ValueError as exc:
-        print(f"callback-ari simulate: {exc}", file=sys.stderr)
+        print(f"callback-ari simulate: {flag_names(str(exc))}", file=sys.stderr)
         return 2
     results = compare_thresholds(params, thresholds, args.seed)
+    print(offered_load(params))
     print(format_table(results))
     if args.plot:
         try:
-            path = plot_hold_distribution(results, args.plot)
+            path = plot_hold_distribution(results, args.plot, params=params)
         except ImportError:
             print(
                 "callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",

@@ -348,7 +348,7 @@ SCHEMA: dict[str, dict[str, Converter]] = {
         "instance_id": name(_IDENT, "letters, digits, '_', '.' or '-'"),
         "mask_numbers": boolean,
         "log_level": choice("debug", "info", "warning", "error", "critical"),
-        "log_format": choice("auto", "json", "console"),
+        "log_format": choice("auto", "json", "console", "journal"),
         "lease_seconds": integer(5, 3600),
         "resync_interval": integer(1, 3600),
         "dialogue_timeout": integer(10, 3600),

@@ -272,18 +272,22 @@ class _Api:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        """Bearer token on /api/; API and status page off while no token is configured."""
+        """Bearer token on /api/ (off while no token is configured).
+
+        The status page itself (``/``, ``/static/``) holds no data: without a token it shows
+        the health view from /readyz, and numbers and names only with a token.
+        """
         path = request.path
-        guarded = path.startswith("/api/") or path == "/api" or path.startswith("/static/")
-        if not (guarded or path == "/"):
+        if not (path.startswith("/api/") or path == "/api"):
             return await handler(request)
         if not self._token:
             raise ApiProblem(
                 404,
                 "not_found",
-                "the HTTP API and status page are off: set 'token' in the [http] section",
+                "the HTTP API and the status page's figures are off: set 'token' in the [http] "
+                "section",
             )
-        if path.startswith("/api") and not self._authorized(request):
+        if not self._authorized(request):
             raise ApiProblem(401, "unauthorized", "missing or wrong bearer token")
         return await handler(request)
 
@@ -408,6 +412,7 @@ class _Api:
             raise ApiProblem(
                 409, "conflict", "the callback can no longer be cancelled", reason="terminal"
             ) from exc
+        self._metrics.callback_finished(cb, self._clock.now_ms())
         log.info("callback.cancelled", callback_id=cb.id, queue=cb.queue, via="api")
         return _json({"callback": callback_view(cb)})
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from callback_ari.clock import Clock
 from callback_ari.config.loader import Config, QueueConfig
@@ -285,6 +285,30 @@ class OutcomeView(TypedDict):
     at: str  # ISO-8601 UTC
 
 
+class TodayView(TypedDict):
+    """Today's figures of one queue: since midnight in the queue's time zone (audit stream)."""
+
+    since: str  # ISO-8601: that midnight
+    requested: int
+    connected: int
+    failed: int
+    expired: int
+    cancelled: int
+    success_rate: float | None  # connected / finished; None while nothing finished
+    connect_p50_s: float | None  # median request -> connected
+
+
+class TrendView(TypedDict):
+    """The last hour of one queue, one entry per sample (``service.trends``)."""
+
+    interval_s: float
+    at_ms: list[int]
+    holding: list[int]
+    pending: list[int | None]
+    hold_p90_s: list[float | None]
+    attempts: dict[str, list[int]]  # outcome -> attempts ended in each interval
+
+
 class QueueStatusView(TypedDict):
     name: str
     ready_members: int
@@ -292,6 +316,8 @@ class QueueStatusView(TypedDict):
     pending: list[PendingView]
     in_flight: int
     last_outcomes: list[OutcomeView]
+    today: NotRequired[TodayView]
+    trend: NotRequired[TrendView]
 
 
 class LinksView(TypedDict):

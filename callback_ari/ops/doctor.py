@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -293,6 +294,21 @@ def format_findings(findings: list[Finding]) -> str:
     warned = sum(f.status is Status.WARN for f in findings)
     lines.append(f"{len(findings)} checks: {failed} failed, {warned} warnings")
     return "\n".join(lines)
+
+
+def findings_json(findings: list[Finding]) -> str:
+    """The findings for scripts: ``{"ok", "failed", "warnings", "checks": [...]}``."""
+    failed = sum(f.status is Status.FAIL for f in findings)
+    doc = {
+        "ok": failed == 0,
+        "failed": failed,
+        "warnings": sum(f.status is Status.WARN for f in findings),
+        "checks": [
+            {"check": f.check, "status": f.status.value, "detail": f.detail, "fix": f.fix}
+            for f in findings
+        ],
+    }
+    return json.dumps(doc, indent=2)
 
 
 async def run_checks(config: Config) -> list[Finding]:

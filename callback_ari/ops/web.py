@@ -6,6 +6,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from callback_ari.ops import api
+from callback_ari.ops.today import TodayFigures, trend_view
 from callback_ari.service.service import Service
 
 
@@ -16,10 +17,14 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
     if not cfg.http.enabled or store is None:
         return None
 
+    today = TodayFigures(cfg, service.clock)
+    trends = service.trends
+
     async def status() -> api.StatusDoc:
-        """The status page's JSON: live queue data from the watcher, the rest from Redis."""
+        """The status page's JSON: live queue data from the watcher, the rest from Redis,
+        today's figures from the audit stream and the last hour from the trend buffer."""
         dispatcher = service.dispatcher
-        return await api.build_status(
+        doc = await api.build_status(
             store,
             cfg,
             service.clock,
@@ -27,6 +32,11 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
             in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
             links=service.readiness(),
         )
+        figures = await today.get(store)
+        for queue in doc["queues"]:
+            queue["today"] = figures[queue["name"]]
+            queue["trend"] = trend_view(trends.series(queue["name"]), trends.interval_s)
+        return doc
 
     app = api.create_app(
         store=store,

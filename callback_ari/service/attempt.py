@@ -341,6 +341,7 @@ class AttemptRunner:
             log.error("callback.record_failed", callback_id=a.cb.id, error=str(exc))
             return
         self._metrics.attempts.labels(q.name, outcome.value).inc()
+        self._metrics.callback_finished(updated, now)
         log.info(
             "callback.attempt",
             callback_id=a.cb.id,

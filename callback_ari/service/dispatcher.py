@@ -211,6 +211,16 @@ class Dispatcher:
                 expired += await self._store.expire_older_than(name, now + 1, now_ms=now)
             for cb_id in expired:
                 log.info("callback.expired", callback_id=cb_id, queue=name)
+                await self._count_finished(cb_id, now)
+
+    async def _count_finished(self, cb_id: str, now: int) -> None:
+        """Count a callback the store just finished (its origin is on the record)."""
+        try:
+            cb = await self._store.get(cb_id)
+        except StoreError as exc:
+            log.warning("dispatch.store_error", queue=None, error=str(exc))
+            return
+        self._metrics.callback_finished(cb, now)
 
     # --- one pass ---------------------------------------------------------------------
 
@@ -245,7 +255,7 @@ class Dispatcher:
                     break
                 attempt = self._reserve(cb, q)
                 if ready_since is not None:
-                    self._metrics.dispatch_latency.labels(queue).observe(
+                    self._metrics.ready_to_dial.labels(queue).observe(
                         asyncio.get_running_loop().time() - ready_since
                     )
                 self._tg.create_task(self._runner.run(attempt), name=f"attempt:{cb.id}")

@@ -13,7 +13,7 @@ from callback_ari.clock import Clock
 from callback_ari.config.loader import Config
 from callback_ari.errors import StoreError
 from callback_ari.metrics import Metrics
-from callback_ari.models import State
+from callback_ari.models import LIVE_STATES
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
 
@@ -42,11 +42,10 @@ class Gauges:
         store: CallbackStore,
         *,
         in_flight: Callable[[str], int] | None,
-        links: Callable[[], tuple[bool, bool]],
     ) -> None:
         """Refresh every few seconds until cancelled."""
         while True:
-            await self.refresh(store, in_flight=in_flight, links=links)
+            await self.refresh(store, in_flight=in_flight)
             await asyncio.sleep(GAUGE_INTERVAL_S)
 
     async def refresh(
@@ -54,22 +53,20 @@ class Gauges:
         store: CallbackStore,
         *,
         in_flight: Callable[[str], int] | None,
-        links: Callable[[], tuple[bool, bool]],
     ) -> None:
-        """One refresh; ``links()`` says (ARI connected, AMI connected). Learns if Redis answers."""
+        """One refresh; learns whether Redis answers. (``callback_link_up`` is read at scrape
+        time from the links themselves, see ``Metrics.watch_links``.)"""
         metrics = self._metrics
         try:
             counts = await store.counts()
             self.store_ok = True
-            metrics.connected.labels("redis").set(1)
         except StoreError:
             self.store_ok = False
-            metrics.connected.labels("redis").set(0)
             return
         for name in self._config.queues:
             per_state = counts.get(name, {})
-            self._pending_counts[name] = sum(per_state.get(s.value, 0) for s in State if s.is_live)
-            for state in State:
+            self._pending_counts[name] = sum(per_state.get(s.value, 0) for s in LIVE_STATES)
+            for state in LIVE_STATES:
                 metrics.pending.labels(name, state.value).set(per_state.get(state.value, 0))
             metrics.ready_members.labels(name).set(self._watcher.ready_members(name))
             callers = self._watcher.callers(name)
@@ -79,6 +76,3 @@ class Gauges:
             metrics.longest_hold.labels(name).set(longest)
             if in_flight is not None:
                 metrics.in_flight.labels(name).set(in_flight(name))
-        ari_up, ami_up = links()
-        metrics.connected.labels("ari").set(int(ari_up))
-        metrics.connected.labels("ami").set(int(ami_up))

@@ -99,7 +99,7 @@ def offer_finished(
     metrics: Metrics, q: QueueConfig, result: str, *, channel_id: str, frontend: str
 ) -> None:
     """Count how the dialogue ended and log ``offer.finished`` (every front end)."""
-    metrics.offer_results.labels(q.name, result.split(":")[0]).inc()
+    metrics.offer_ended(q.name, result)
     log.info(
         "offer.finished", queue=q.name, channel_id=channel_id, result=result, frontend=frontend
     )
@@ -134,7 +134,7 @@ async def store_request(
         position=position,
     )
     if created:
-        metrics.stored.labels(q.name, origin.value).inc()
+        metrics.requested.labels(q.name, origin.value).inc()
         log.info(
             "callback.stored",
             callback_id=cb.id,

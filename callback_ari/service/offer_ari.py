@@ -201,8 +201,8 @@ class OfferSession:
         )
 
     async def return_without_offer(self, reason: str) -> None:
-        """Callbacks are closed for this queue: the caller simply keeps holding."""
-        self._metrics.offer_results.labels(self._q.name, "closed").inc()
+        """Callbacks are closed for this queue (or we shut down): the caller keeps holding."""
+        self._metrics.offer_ended(self._q.name, reason)
         await self._back_to_queue(reason)
 
     async def _back_to_queue(self, reason: str) -> None:

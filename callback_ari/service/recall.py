@@ -9,6 +9,7 @@ import structlog
 
 from callback_ari.config.loader import Config
 from callback_ari.errors import NumberRejected, StoreError
+from callback_ari.metrics import Metrics
 from callback_ari.models import State
 from callback_ari.service.intake import number_validator
 from callback_ari.service.watcher import QueueCaller
@@ -27,11 +28,15 @@ class RecallCanceller:
         *,
         config: Config,
         store: CallbackStore,
+        metrics: Metrics,
         owns_channel: Callable[[str], bool],
         spawn: Spawn,
+        now_ms: Callable[[], int],
     ) -> None:
         self._config = config
         self._store = store
+        self._metrics = metrics
+        self._now_ms = now_ms
         self._owns_channel = owns_channel  # our own callback legs joining are not re-calls
         self._spawn = spawn
 
@@ -51,7 +56,8 @@ class RecallCanceller:
             existing = await self._store.find_live(queue, number)
             if existing is None or existing.state is State.DIALING:
                 return  # a dialing callback's own customer joining the queue is not a re-call
-            await self._store.cancel(existing.id, reason="recalled")
+            cancelled = await self._store.cancel(existing.id, reason="recalled")
         except (NumberRejected, StoreError):
             return
+        self._metrics.callback_finished(cancelled, self._now_ms())
         log.info("callback.cancelled_on_recall", callback_id=existing.id, queue=queue)

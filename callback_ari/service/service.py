@@ -30,11 +30,12 @@ from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
-from callback_ari.service.intake import OfferEntry
+from callback_ari.service.intake import ENTRIES, OfferEntry
 from callback_ari.service.offer_agi import offer_server
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
 from callback_ari.service.resync import Resync
+from callback_ari.service.trends import Trends
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.service.withdrawer import Withdrawer
 from callback_ari.store.store import CallbackStore, connect_redis
@@ -64,6 +65,8 @@ class Service:
         self._front_ends = tuple(front_ends)
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
+        self.metrics.declare_queues(config.queues, ENTRIES)
+        self.metrics.watch_links(self.readiness)
         self.owner = config.general.instance_id
         self.store: CallbackStore | None = None
         self.ari: AriClient | None = None
@@ -79,6 +82,9 @@ class Service:
             n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
         }
         self.gauges = Gauges(
+            config=config, metrics=self.metrics, watcher=self.watcher, clock=self.clock
+        )
+        self.trends = Trends(
             config=config, metrics=self.metrics, watcher=self.watcher, clock=self.clock
         )
         self.withdrawer = Withdrawer(
@@ -155,8 +161,10 @@ class Service:
                 recall = RecallCanceller(
                     config=cfg,
                     store=self.store,
+                    metrics=self.metrics,
                     owns_channel=self.dispatcher.owns_channel,
                     spawn=self.spawn,
+                    now_ms=self.clock.now_ms,
                 )
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(recall.caller_joined)
@@ -170,10 +178,9 @@ class Service:
                     tg.create_task(self.watcher.run())
                     tg.create_task(self.dispatcher.run())
                     tg.create_task(self.withdrawer.run())
-                    tg.create_task(
-                        self.gauges.run(self.store, in_flight=self._in_flight, links=self._links)
-                    )
+                    tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
                     tg.create_task(self._resync.run())
+                    tg.create_task(self.trends.run(self.store))
                     for extra in self.extra_tasks():
                         tg.create_task(extra)
                     self.started.set()
@@ -297,12 +304,19 @@ class Service:
 
     async def _on_ari_connect(self) -> None:
         """Resync after (re)connecting: Asterisk sent nothing while we were away."""
-        self.metrics.connected.labels("ari").set(1)
         if self._ari_connects:
             self.metrics.reconnects.labels("ari").inc()
         self._ari_connects += 1
-        assert self._resync is not None
+        assert self._resync is not None and self.ari is not None
         await self._resync.ari_channels()
+        try:
+            info = await self.ari.asterisk_info()
+        except AriError as exc:
+            log.warning("ari.info_failed", error=str(exc))
+        else:
+            system = info.get("system")
+            version = system.get("version") if isinstance(system, dict) else None
+            self.metrics.saw_asterisk(str(version or ""))
 
     def _spawn_hangup(self, channel_id: str, why: str = "orphan") -> None:
         """Hang a channel up in the background; ``why`` names the task."""
@@ -323,7 +337,6 @@ class Service:
 
     async def _on_ami_connect(self) -> None:
         assert self._resync is not None and self.dispatcher is not None
-        self.metrics.connected.labels("ami").set(1)
         if self._ami_connects:
             self.metrics.reconnects.labels("ami").inc()
         self._ami_connects += 1
@@ -346,12 +359,8 @@ class Service:
     async def refresh_gauges(self) -> None:
         """Refresh the gauges and the pending-cap cache now (tests; the loop does it too)."""
         assert self.store is not None
-        await self.gauges.refresh(self.store, in_flight=self._in_flight, links=self._links)
+        await self.gauges.refresh(self.store, in_flight=self._in_flight)
 
     @property
     def _in_flight(self) -> Callable[[str], int] | None:
         return self.dispatcher.in_flight if self.dispatcher is not None else None
-
-    def _links(self) -> tuple[bool, bool]:
-        """(ARI connected, AMI connected)."""
-        return bool(self.ari and self.ari.connected), bool(self.ami and self.ami.connected)

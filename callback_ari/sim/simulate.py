@@ -210,15 +210,40 @@ def format_table(results: Sequence[SimResult]) -> str:
     return "\n".join(lines)
 
 
-def plot_hold_distribution(results: Sequence[SimResult], path: str | Path) -> Path:
-    """Write a PNG: the share of live callers still holding after x minutes, per threshold."""
+def plot_title(params: SimParams | None) -> tuple[str, str]:
+    """The plot's title and its line of parameters (empty without ``params``)."""
+    title = "callback-ari simulate: hold time by offer threshold"
+    if params is None:
+        return title, ""
+    patience = "nobody abandons" if params.mean_patience_s is None else (
+        f"patience {params.mean_patience_s:g} s"
+    )  # fmt: skip
+    load = params.arrivals_per_hour * (params.mean_handle_s + params.wrapup_s) / 3600
+    line = (
+        f"{params.arrivals_per_hour:g} calls/h, handle {params.mean_handle_s:g} s, "
+        f"wrap-up {params.wrapup_s:g} s, {params.agents} agents ({load / params.agents:.0%} load), "
+        f"{patience}, accept {params.accept_probability:.0%}, answer "
+        f"{params.answer_probability:.0%}, retry {params.retry_interval_s:g} s x "
+        f"{params.max_attempts}, {params.hours:g} h"
+    )
+    return title, line
+
+
+def plot_hold_distribution(
+    results: Sequence[SimResult], path: str | Path, *, params: SimParams | None = None
+) -> Path:
+    """Write a PNG: the share of live callers still holding after x minutes, per threshold,
+    and beside it the cost side: agent time idle while callbacks waited, and abandonment.
+    """
     import matplotlib  # lazily: the service never needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax, cost) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
     try:
+        title, line = plot_title(params)
+        fig.suptitle(title + ("\n" + line if line else ""), fontsize=10)
         for r in results:
             holds = sorted(r.live_holds_s)
             if not holds:
@@ -233,6 +258,24 @@ def plot_hold_distribution(results: Sequence[SimResult], path: str | Path) -> Pa
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+        ax.set_title("the benefit: shorter holds", fontsize=10)
+        labels = ["none" if r.threshold is None else r.label for r in results]
+        xs = list(range(len(results)))
+        idle = [r.agent_idle_pending_s / 60 for r in results]
+        cost.bar(xs, idle, color="tab:orange", label="agent idle while a callback waited (min)")
+        cost.set_xticks(xs, labels)
+        cost.set_xlabel("offer threshold")
+        cost.set_ylabel("agent minutes idle with callbacks pending")
+        cost.set_title("the cost: agent time and abandonment", fontsize=10)
+        rate = cost.twinx()
+        rate.plot(xs, [r.abandon_rate * 100 for r in results], "o-", color="tab:red",
+                  label="abandoned (%)")  # fmt: skip
+        rate.set_ylabel("callers abandoning (%)")
+        rate.set_ylim(bottom=0)
+        handles = cost.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+        cost.legend(handles, [str(h.get_label()) for h in handles], loc="upper right",
+                    fontsize=8)  # fmt: skip
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
         out = Path(path)
         fig.savefig(out, dpi=100, bbox_inches="tight")
     finally:
