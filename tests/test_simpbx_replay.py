@@ -261,6 +261,7 @@ def index_responses(lines: list[dict[str, Any]]) -> None:
     ],
     indirect=["sim"],
 )
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_offer_flow_matches_recording(
     sim: SimAsterisk, asterisk_data: Path, scenario: str
 ) -> None:
@@ -277,6 +278,7 @@ async def test_offer_flow_matches_recording(
     assert_same_responses(engine)
 
 
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_originate_outcomes_match_recording(sim: SimAsterisk, asterisk_data: Path) -> None:
     lines = load("originate_outcomes.jsonl", asterisk_data)
     index_responses(lines)
@@ -298,6 +300,7 @@ async def test_originate_outcomes_match_recording(sim: SimAsterisk, asterisk_dat
     assert_same_responses(engine)
 
 
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_websocket_outage_matches_recording(sim: SimAsterisk, asterisk_data: Path) -> None:
     lines = load("ws_disconnect.jsonl", asterisk_data)
     index_responses(lines)

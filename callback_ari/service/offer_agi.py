@@ -70,10 +70,10 @@ class AgiOfferSession:
             offer_settings(self._q), number_validator(self._q), caller_id=self._caller_id
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
-        self.result = "running"
+        self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
-    async def run(self) -> str:
-        """Run the dialogue to its end; returns the outcome code (as the ARI driver does)."""
+    async def run(self) -> offer.OfferResult:
+        """Run the dialogue to its end; returns its result (as the ARI driver does)."""
         q = self._q
         channel_id = self._agi.env.get("agi_uniqueid", "")
         offer_started(
@@ -86,7 +86,7 @@ class AgiOfferSession:
                 if q.language:  # AGI plays and says numbers in the channel's language
                     await self._agi.command("SET", "VARIABLE", "CHANNEL(language)", q.language)
                 # The last actions (continue, hang up) come with the machine already done.
-                while self.result == "running" and (todo or not self._machine.done):
+                while self.result is None and (todo or not self._machine.done):
                     if todo:
                         todo.extend(await self._execute(todo.popleft()))
                     else:
@@ -95,19 +95,19 @@ class AgiOfferSession:
             self._machine.handle(offer.Hangup())
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, frontend="agi")
-            await self._back_to_queue("dialogue_timeout")
+            await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
         except AgiError as exc:
             log.error("agi.command_failed", queue=q.name, error=str(exc))
             self._metrics.errors.labels("agi").inc()
-            await self._back_to_queue("error")
+            await self._back_to_queue(offer.ContinueReason.ERROR)
         except Exception as exc:  # any internal error: the caller goes back to the queue
             log.exception("offer.error", queue=q.name, frontend="agi", error=str(exc))
             self._metrics.errors.labels("flow").inc()
-            await self._back_to_queue("error")
-        if self.result == "running":
-            self.result = str(self._machine.result or "abandoned")
-        offer_finished(self._metrics, q, self.result, channel_id=channel_id, frontend="agi")
-        return self.result
+            await self._back_to_queue(offer.ContinueReason.ERROR)
+        result = self.result or self._machine.result or _ABANDONED
+        self.result = result
+        offer_finished(self._metrics, q, result, channel_id=channel_id, frontend="agi")
+        return result
 
     async def _idle_input(self) -> offer.Event:
         """Nothing is playing: wait for a key until the armed timer runs out."""
@@ -150,7 +150,7 @@ class AgiOfferSession:
             case offer.HangupCall(reason=reason):
                 # Booked: the kit's line after AGI() sees CB_RESULT and returns
                 # QUEUESTATUS=CALLBACK to the admin's dialplan.
-                self.result = reason
+                self.result = self._machine.result or offer.OfferResult(reason)
                 with contextlib.suppress(AgiError):  # gone already: nothing left to do
                     await self._agi.command("SET", "VARIABLE", CB_RESULT, CB_RESULT_CALLBACK)
             case offer.StopPlayback():
@@ -177,9 +177,9 @@ class AgiOfferSession:
             return ""
         return dtmf_key(result) if escape else ""
 
-    async def _back_to_queue(self, reason: str) -> None:
+    async def _back_to_queue(self, reason: offer.ContinueReason) -> None:
         """Point the channel at the return context: same queue, the position they left."""
-        self.result = f"continued:{reason}"
+        self.result = offer.OfferResult.continued(reason)
         q = self._q
         try:
             if self._entry.position:
@@ -188,9 +188,12 @@ class AgiOfferSession:
             await self._agi.command("SET", "EXTENSION", q.name)
             await self._agi.command("SET", "PRIORITY", "1")
         except AgiHangup:
-            self.result = "abandoned"
+            self.result = _ABANDONED
         except AgiError as exc:
             log.error("agi.continue_failed", queue=q.name, error=str(exc))
+
+
+_ABANDONED = offer.OfferResult(offer.OfferOutcome.ABANDONED)
 
 
 def _known(value: str) -> str:
@@ -240,7 +243,7 @@ class AgiOffers:
             agi, store=self._store, config=self._config, entry=entry, metrics=self._metrics,
             wait_estimate=lambda: self._wait_estimate(entry.queue), clock=self._clock,
         )  # fmt: skip
-        return await session.run()
+        return str(await session.run())
 
 
 def offer_server(
