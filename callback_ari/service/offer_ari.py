@@ -66,7 +66,11 @@ class OfferSession:
         self._wait_estimate = wait_estimate
         self._events: asyncio.Queue[ev.AriEvent] = asyncio.Queue()
         self._machine = offer.OfferMachine(
-            offer_settings(queue), number_validator(queue), caller_id=channel.caller_number or None
+            offer_settings(queue),
+            number_validator(queue),
+            caller_id=channel.caller_number or None,
+            position=entry.position,
+            wait_s=wait_estimate() if queue.announce_position else None,
         )
         self._todo: deque[offer.Action] = deque()
         self._playback: tuple[str, int] | None = None  # (playback id, token)
@@ -179,8 +183,9 @@ class OfferSession:
                 self._timer = (asyncio.get_running_loop().time() + seconds, token)
             case offer.CancelTimer():
                 self._timer = None
-            case offer.Store(number=number):
-                self._todo.extend(self._machine.handle(await self._store_callback(number)))
+            case offer.Store(number=number, reason=reason):
+                result = await self._store_callback(number, reason)
+                self._todo.extend(self._machine.handle(result))
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
@@ -188,7 +193,7 @@ class OfferSession:
                 self._ended = True
                 await self._hand_back_booked()
 
-    async def _store_callback(self, number: str) -> offer.Event:
+    async def _store_callback(self, number: str, reason: str) -> offer.Event:
         return await store_from_dialogue(
             self._store,
             self._metrics,
@@ -199,6 +204,7 @@ class OfferSession:
             entry=self._entry,
             origin=Origin.PHONE,
             wait_estimate=self._wait_estimate,
+            reason=reason,
         )
 
     async def _hand_back_booked(self) -> None:
