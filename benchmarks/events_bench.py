@@ -2,7 +2,7 @@
 
 Run: /work/venv/bin/python benchmarks/events_bench.py [--events 200000] [--batch 1000]
 
-ARI: every event Asterisk 22 sent in shared/asterisk/transcripts-22/*.jsonl, re-serialised
+ARI: every event Asterisk 22 sent in tests/data/asterisk-22/*.jsonl, re-serialised
 as the compact JSON text frames Asterisk sends (ari.conf pretty = no), repeated to --events
 and pushed through ``ari_ws.decode_frame`` plus a dispatch by ``channel_id`` (what the
 service does per frame). The floor is ``json.loads`` alone on the same frames in the same
@@ -31,7 +31,7 @@ from callback_ari.asterisk.ari_events import AriEvent
 from callback_ari.asterisk.ari_ws import decode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "asterisk" / "transcripts-22"
+RECORDINGS = ROOT / "tests" / "data" / "asterisk-22"
 ARI_TARGET = 20_000
 AMI_TARGET = 50_000
 READ_SIZE = 4096
@@ -39,7 +39,7 @@ READ_SIZE = 4096
 
 def ari_frames(count: int) -> list[str]:
     frames = []
-    for path in sorted(SHARED.glob("*.jsonl")):
+    for path in sorted(RECORDINGS.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             item = json.loads(line)
             if item["dir"] == "event":
@@ -51,7 +51,7 @@ def ami_stream(min_messages: int) -> tuple[bytes, int]:
     """The server side of ami_queue.txt as wire bytes, repeated; (bytes, message count)."""
     messages: list[bytes] = []
     block: list[str] | None = None
-    for line in (SHARED / "ami_queue.txt").read_text().splitlines():
+    for line in (RECORDINGS / "ami_queue.txt").read_text().splitlines():
         if line.startswith("<<< ") and "RECV" in line and "banner" not in line:
             block = []
         elif block is not None and line == "":

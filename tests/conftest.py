@@ -20,7 +20,8 @@ from callback_ari.sim.sandbox import Harness, Sandbox
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "asterisk"
+# What a real Asterisk 22 sent and answered, recorded by callback_ari.sim.recorder (see its README)
+ASTERISK_DATA = REPO / "tests" / "data" / "asterisk-22"
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +46,11 @@ async def redis_url(redis_process: RedisProcess) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def shared_asterisk() -> Path:
-    """The ARI 22 spec and recorded transcripts that sit beside the repository."""
-    if not SHARED.is_dir():
-        pytest.fail(f"ground truth not found at {SHARED}: tests need ../shared/asterisk")
-    return SHARED
+def asterisk_data() -> Path:
+    """The project's recordings of a real Asterisk 22 and the ARI models derived from it."""
+    if not (ASTERISK_DATA / "offer_flow.jsonl").is_file():
+        pytest.fail(f"recordings missing from {ASTERISK_DATA}")
+    return ASTERISK_DATA
 
 
 # -- the real Asterisk 22 sandbox (tests marked `asterisk`) ---------------------------------

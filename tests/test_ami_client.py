@@ -218,8 +218,8 @@ class Session:
 
 
 @pytest.fixture
-async def fake(shared_asterisk: Path) -> AsyncIterator[FakeAmi]:
-    server = FakeAmi(transcript(shared_asterisk))
+async def fake(asterisk_data: Path) -> AsyncIterator[FakeAmi]:
+    server = FakeAmi(transcript(asterisk_data))
     await server.start()
     try:
         yield server
@@ -316,13 +316,18 @@ async def test_concurrent_actions_get_their_own_answers(fake: FakeAmi) -> None:
         await stop(session)
 
 
-async def test_action_errors_carry_asterisk_message(fake: FakeAmi) -> None:
+async def test_action_errors_carry_asterisk_message(fake: FakeAmi, asterisk_data: Path) -> None:
+    # the waiting caller's channel as the recording named it (Local/join@qcaller-<8 hex>;2)
+    caller = next(
+        m.get("Caller")
+        for b in transcript(asterisk_data)
+        if b.direction == "SENT" and (m := b.message()).get("WithdrawInfo") == "cb-offer-42"
+    )
+    assert caller is not None
     async with asyncio.TaskGroup() as tg:
         session = await run_session(tg, make_client(fake.port))
         client = session.client
-        await client.queue_withdraw_caller(
-            "support", "Local/join@qcaller-00000033;2", "cb-offer-42"
-        )
+        await client.queue_withdraw_caller("support", caller, "cb-offer-42")
         with pytest.raises(AmiActionError, match="No such caller") as info:
             await client.queue_withdraw_caller("support", "Local/nobody@qcaller-deadbeef;2", "x")
         assert info.value.action == "QueueWithdrawCaller"
@@ -422,7 +427,7 @@ async def test_raising_event_handler_keeps_the_connection(fake: FakeAmi) -> None
     assert [e["event"] for e in logs].count("ami.handler_error") == 1
 
 
-async def test_connection_refused_is_retried_until_ami_listens(shared_asterisk: Path) -> None:
+async def test_connection_refused_is_retried_until_ami_listens(asterisk_data: Path) -> None:
     with socket.socket() as sock:  # a port nobody listens on (yet)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -431,7 +436,7 @@ async def test_connection_refused_is_retried_until_ami_listens(shared_asterisk: 
     session = Session(client)
     with pytest.raises(AmiUnavailable):
         await client.action("Ping")
-    late = FakeAmi(transcript(shared_asterisk))
+    late = FakeAmi(transcript(asterisk_data))
     try:
         async with asyncio.TaskGroup() as tg:
             session.task = tg.create_task(client.run(session.on_event, session.on_connect))

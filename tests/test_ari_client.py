@@ -13,6 +13,7 @@ import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -37,6 +38,7 @@ from callback_ari.errors import (
     AriUnprocessable,
 )
 from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.spec import ROUTES_FILE
 
 APP, USER, PASSWORD = "callback-ari", "cbuser", "cbpass"
 WAIT = 5.0  # generous upper bound for anything awaited here
@@ -57,8 +59,8 @@ class Exchange:
     body: Any
 
 
-def transcript(shared: Path, name: str) -> list[dict[str, Any]]:
-    path = shared / "transcripts-22" / name
+def transcript(data: Path, name: str) -> list[dict[str, Any]]:
+    path = data / name
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -99,15 +101,25 @@ class Operation:
     params: dict[str, dict[str, Any]]
 
 
-def spec_operations(shared: Path) -> list[Operation]:
+def spec_operations() -> list[Operation]:
+    """The operations of SPEC_FILES' resources, from the route table derived from ARI 22."""
+    table = json.loads(resources.files("callback_ari.sim.simpbx").joinpath(ROUTES_FILE).read_text())
     ops = []
-    for name in SPEC_FILES:
-        doc = json.loads((shared / "ari-22" / f"{name}.json").read_text())
-        for api in doc["apis"]:
-            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(api["path"]))
-            for op in api["operations"]:
-                params = {p["name"]: p for p in op.get("parameters", [])}
-                ops.append(Operation(op["httpMethod"], re.compile(f"/ari{regex}"), params))
+    for route in table["routes"]:
+        if route["path"].split("/")[1] not in SPEC_FILES:
+            continue
+        regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(route["path"]))
+        for method, op in route["operations"].items():
+            params = {
+                p["name"]: {
+                    "paramType": p["in"],
+                    "required": p["required"],
+                    "allowMultiple": p["allowMultiple"],
+                    "allowableValues": {"values": p["allowedValues"]} if p["allowedValues"] else {},
+                }
+                for p in op["params"]
+            }
+            ops.append(Operation(method, re.compile(f"/ari{regex}"), params))
     return ops
 
 
@@ -197,11 +209,11 @@ class FakeAri:
     server: TestServer | None = None
 
     @classmethod
-    def replaying(cls, shared: Path, pairs: list[Exchange]) -> FakeAri:
+    def replaying(cls, pairs: list[Exchange]) -> FakeAri:
         answers: dict[tuple[str, str, frozenset[tuple[str, str]]], deque[Exchange]] = {}
         for x in pairs:
             answers.setdefault((x.method, x.path, frozenset(x.query.items())), deque()).append(x)
-        return cls(spec_operations(shared), answers)
+        return cls(spec_operations(), answers)
 
     @property
     def url(self) -> str:
@@ -278,12 +290,12 @@ FakeFactory = Callable[..., Awaitable[FakeAri]]
 
 
 @pytest.fixture
-async def fake_ari(shared_asterisk: Path) -> AsyncIterator[FakeFactory]:
+async def fake_ari(asterisk_data: Path) -> AsyncIterator[FakeFactory]:
     fakes: list[FakeAri] = []
 
     async def make(file: str = "offer_flow.jsonl", scenario: str | None = None) -> FakeAri:
-        pairs = exchanges(transcript(shared_asterisk, file), scenario)
-        fake = FakeAri.replaying(shared_asterisk, pairs)
+        pairs = exchanges(transcript(asterisk_data, file), scenario)
+        fake = FakeAri.replaying(pairs)
         await fake.start()
         fakes.append(fake)
         return fake
@@ -357,9 +369,9 @@ async def next_socket(fake: FakeAri) -> Socket:
         return await fake.sockets.get()
 
 
-def recorded_request(shared: Path, file: str, scenario: str, method: str, path: str,
+def recorded_request(data: Path, file: str, scenario: str, method: str, path: str,
                      occurrence: int = 0) -> Exchange:  # fmt: skip
-    xs = [x for x in exchanges(transcript(shared, file), scenario)
+    xs = [x for x in exchanges(transcript(data, file), scenario)
           if (x.method, x.path) == (method, path)]  # fmt: skip
     return xs[occurrence]
 
@@ -373,13 +385,13 @@ ANSWERED = dict(
 
 
 async def test_originate_sends_the_recorded_query_and_returns_the_channel(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
     fake = await fake_ari("originate_outcomes.jsonl", "answered")
     async with clients(fake.url) as ari:
         channel = await ari.originate(**ANSWERED)  # type: ignore[arg-type]
     assert (channel.id, channel.state, channel.app_name) == ("cb-ans", "Down", "AppDial2")
-    want = recorded_request(shared_asterisk, "originate_outcomes.jsonl", "answered",
+    want = recorded_request(asterisk_data, "originate_outcomes.jsonl", "answered",
                             "POST", "/ari/channels")  # fmt: skip
     [req] = fake.seen
     assert (req.method, req.raw_path, req.query, req.body) == ("POST", want.path, want.query, b"")
@@ -517,7 +529,7 @@ async def test_calls_without_recordings_follow_the_spec(
         ("GET", "/ari/sounds/queue-thankyou"): (200, {"id": "queue-thankyou", "text": "",
             "formats": [{"language": "en", "format": "gsm"}]}),
         ("GET", "/ari/asterisk/info"): (200, {"system": {
-            "version": "GIT-22-22.0.0-pre1-541-g69535d4837", "entity_id": "02:fc:00:00:00:01"}}),
+            "version": "22.10.1+dfsg+~cs6.17.60671434-1", "entity_id": "02:fc:00:00:00:01"}}),
         ("POST", "/ari/applications/callback-ari/subscription"): (200, {"name": APP,
             "channel_ids": [], "bridge_ids": [], "endpoint_ids": [],
             "device_names": ["Custom:agent1"], "events_allowed": [], "events_disallowed": []}),
@@ -608,10 +620,10 @@ def self_signed(tmp: Path) -> ssl.SSLContext:
 
 
 async def test_tls_is_verified_unless_configured_off(
-    shared_asterisk: Path, tmp_path: Path, clients: Callable[..., AriClient]
+    asterisk_data: Path, tmp_path: Path, clients: Callable[..., AriClient]
 ) -> None:
-    pairs = exchanges(transcript(shared_asterisk, "offer_flow.jsonl"), "offer_continue")
-    fake = FakeAri.replaying(shared_asterisk, pairs)
+    pairs = exchanges(transcript(asterisk_data, "offer_flow.jsonl"), "offer_continue")
+    fake = FakeAri.replaying(pairs)
     await fake.start(tls=self_signed(tmp_path))
     try:
         assert fake.url.startswith("https://")
@@ -633,10 +645,10 @@ async def test_tls_is_verified_unless_configured_off(
 
 
 async def test_events_arrive_decoded_after_on_connect(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
     fake = await fake_ari("offer_flow.jsonl", "offer_continue")
-    raw = recorded_events(transcript(shared_asterisk, "offer_flow.jsonl"), "offer_continue")
+    raw = recorded_events(transcript(asterisk_data, "offer_flow.jsonl"), "offer_continue")
     ari = clients(fake.url)
     rec = Recorder()
     assert not ari.connected
@@ -658,10 +670,10 @@ async def test_events_arrive_decoded_after_on_connect(
 
 @pytest.mark.parametrize("how", ["abrupt", "clean"])
 async def test_reconnects_after_the_socket_drops_and_resyncs(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient], how: str
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient], how: str
 ) -> None:
     fake = await fake_ari("ws_disconnect.jsonl", "abrupt_drop")
-    raw = recorded_events(transcript(shared_asterisk, "ws_disconnect.jsonl"), "abrupt_drop")
+    raw = recorded_events(transcript(asterisk_data, "ws_disconnect.jsonl"), "abrupt_drop")
     cap = 0.2
     ari = clients(fake.url, backoff=Backoff(base=0.05, cap=cap))
     rec = Recorder()
@@ -738,10 +750,10 @@ async def test_backoff_resets_only_after_a_connection_that_stayed_up(
 
 @pytest.mark.expect_errors("ari.application_replaced")
 async def test_application_replaced_stops_the_stream_loudly(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
     fake = await fake_ari("ws_disconnect.jsonl", "replaced")
-    lines = transcript(shared_asterisk, "ws_disconnect.jsonl")
+    lines = transcript(asterisk_data, "ws_disconnect.jsonl")
     start, replaced = recorded_events(lines, "replaced", socket="callback-ari#1")
     ari = clients(fake.url)
     rec = Recorder()
@@ -761,10 +773,10 @@ async def test_application_replaced_stops_the_stream_loudly(
 
 
 async def test_bad_frames_are_skipped_and_the_stream_goes_on(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
     fake = await fake_ari("offer_flow.jsonl", "offer_continue")
-    raw = recorded_events(transcript(shared_asterisk, "offer_flow.jsonl"), "offer_continue")
+    raw = recorded_events(transcript(asterisk_data, "offer_flow.jsonl"), "offer_continue")
     start, finished = raw[0], raw[2]
     missing = {k: v for k, v in start.items() if k != "channel"}
     ari = clients(fake.url, max_message_bytes=4096)
@@ -791,10 +803,10 @@ async def test_bad_frames_are_skipped_and_the_stream_goes_on(
 
 @pytest.mark.expect_errors("ari.handler_error", "ari.on_connect_error")
 async def test_a_failing_handler_does_not_stop_the_stream(
-    shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
+    asterisk_data: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
     fake = await fake_ari("offer_flow.jsonl", "offer_continue")
-    raw = recorded_events(transcript(shared_asterisk, "offer_flow.jsonl"), "offer_continue")
+    raw = recorded_events(transcript(asterisk_data, "offer_flow.jsonl"), "offer_continue")
     rec = Recorder()
 
     def on_event(event: ev.AriEvent) -> None:
@@ -820,11 +832,9 @@ async def test_a_failing_handler_does_not_stop_the_stream(
     assert ari.reconnects == 0
 
 
-async def test_cancel_and_close_leave_no_tasks_behind(
-    shared_asterisk: Path, clients: Callable[..., AriClient]
-) -> None:
+async def test_cancel_and_close_leave_no_tasks_behind(clients: Callable[..., AriClient]) -> None:
     before = asyncio.all_tasks()
-    fake = FakeAri.replaying(shared_asterisk, [])
+    fake = FakeAri.replaying([])
     await fake.start()
     ari = clients(fake.url)
     rec = Recorder()

@@ -5,7 +5,8 @@ redis-server. Faults are injected by the fake: the ARI events socket is aborted 
 cleanly, AMI sessions are aborted or frozen (half-open), a second socket takes the Stasis app,
 garbage is written on the wire. Outages that must outlast an event are made deterministic by
 refusing new connections until the event has happened, then measuring how fast the service
-is back (transcripts-22 README facts 26-30: Asterisk keeps our channels but drops our events).
+is back (tests/data/asterisk-22/README.md, facts 26-30: Asterisk keeps our channels but
+drops our events).
 """
 
 from __future__ import annotations

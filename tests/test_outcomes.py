@@ -49,16 +49,11 @@ def test_local_answered_row_connects_only_after_press_1() -> None:
     assert answered(confirmed=False) is Outcome.NOT_CONFIRMED
 
 
-TRANSCRIPT = Path("/work/shared/asterisk/transcripts-22/originate_outcomes.jsonl")
-
-
-def test_recorded_transcript_events_classify_as_the_scenario_names() -> None:
+def test_recorded_transcript_events_classify_as_the_scenario_names(asterisk_data: Path) -> None:
     """Replay the app's Dial/ChannelDestroyed events of each recorded scenario."""
-    if not TRANSCRIPT.exists():
-        pytest.skip("transcripts not available")
     dialstatus: dict[str, str | None] = {}
     causes: dict[str, list[int]] = {}
-    for line in TRANSCRIPT.read_text().splitlines():
+    for line in (asterisk_data / "originate_outcomes.jsonl").read_text().splitlines():
         rec = json.loads(line)
         event = rec.get("event")
         if rec.get("dir") != "event" or rec.get("socket") != "callback-ari" or not event:

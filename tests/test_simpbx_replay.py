@@ -17,6 +17,9 @@ from callback_ari.sim.simpbx.extensions import RECORDED_DIALPLAN
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
 SCALE = 0.08  # replay at 8 % of the recorded pace; the fake runs on the same time scale
+# the caller hangs up 1.0 s into a 1.6 s prompt: at 8 % a 48 ms margin, which a loaded
+# 2-core machine overshot once; 25 % keeps 150 ms
+SLOW = 0.25
 AUTH = {"Authorization": aiohttp.encode_basic_auth("cbuser", "cbpass")}
 _LOCAL = re.compile(r"(Local/[^;\s\"]+?-)[0-9a-f]{8}(;[12])")
 _UID = re.compile(r"^\d{9,11}\.\d+$")
@@ -51,8 +54,8 @@ def normalise(value: Any, key: str = "") -> Any:
     return value
 
 
-def load(name: str, shared: Path) -> list[dict[str, Any]]:
-    path = shared / "transcripts-22" / name
+def load(name: str, data: Path) -> list[dict[str, Any]]:
+    path = data / name
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -66,7 +69,7 @@ class Replay:
         self.sockets: dict[str, aiohttp.ClientWebSocketResponse] = {}
         self.readers: dict[str, asyncio.Task[None]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
-        self.responses: list[tuple[dict[str, Any], int, Any, list[str]]] = []
+        self.responses: list[tuple[dict[str, Any], int, Any, dict[str, str]]] = []
         self.changed = asyncio.Event()
 
     async def _read(self, label: str, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -109,7 +112,7 @@ class Replay:
             if kind == "event":
                 counts[line["socket"]] = counts.get(line["socket"], 0) + 1
                 continue
-            delay = start + (line["t"] - t0) * SCALE - loop.time()
+            delay = start + (line["t"] - t0) * self.sim.pbx.time_scale - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing of the replay, not a wait for a condition
             if kind == "note":
@@ -131,19 +134,20 @@ class Replay:
     async def _request(self, line: dict[str, Any]) -> None:
         query = {k: v for k, v in line["query"].items()}
         if line.get("websocket"):
-            self.responses.append((line, await self._open(line["actor"], query), None, []))
+            self.responses.append((line, await self._open(line["actor"], query), None, {}))
             return
         url = self.sim.ari_url + line["path"]
         async with self.session.request(line["method"], url, params=query) as resp:
             body = await resp.read()
-            headers = [k.decode() for k, _ in resp.raw_headers]
+            headers = {k.decode(): v.decode() for k, v in resp.raw_headers}
             parsed = json.loads(body) if body else None
             self.responses.append((line, resp.status, parsed, headers))
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[SimAsterisk]:
-    fake = SimAsterisk(time_scale=SCALE, dialplan=RECORDED_DIALPLAN)
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[SimAsterisk]:
+    """The fake on the recording's dialplan, at the pace SCALE (or the test's, indirectly)."""
+    fake = SimAsterisk(time_scale=getattr(request, "param", SCALE), dialplan=RECORDED_DIALPLAN)
     fake.add_queue(
         "support",
         ["agent1", "agent2"],
@@ -168,6 +172,7 @@ def recorded_events(lines: list[dict[str, Any]], label: str) -> list[dict[str, A
 
 
 def assert_same_events(lines: list[dict[str, Any]], engine: Replay, label: str) -> None:
+    """Exactly the recorded events, in the recorded order, with their keys in order."""
     want = [normalise(e) for e in recorded_events(lines, label)]
     got = [normalise(e) for e in engine.events.get(label, [])]
     assert [e["type"] for e in got] == [e["type"] for e in want], label
@@ -176,18 +181,50 @@ def assert_same_events(lines: list[dict[str, Any]], engine: Replay, label: str) 
         assert g == w, f"{label} event {i} ({w['type']})"
 
 
+def assert_same_events_per_channel(
+    want_events: list[dict[str, Any]], got_events: list[dict[str, Any]], label: str
+) -> None:
+    """The recorded events of every channel, in order, keys in order.
+
+    For a socket that follows several channels (both Local halves, a queue member's legs),
+    Asterisk runs each channel in its own thread: the order between two channels changes from
+    run to run (three recordings of the same script differ there), the order within one
+    channel does not.
+    """
+    want, got = by_channel(want_events), by_channel(got_events)
+    assert sorted(got) == sorted(want), label
+    for chan, recorded in want.items():
+        events, mine = canonical(recorded), canonical(got[chan])
+        assert [e["type"] for e in mine] == [e["type"] for e in events], (label, chan)
+        for i, (g, w) in enumerate(zip(mine, events, strict=True)):
+            assert list(g) == list(w), f"{label} {chan} event {i} keys"
+            assert g == w, f"{label} {chan} event {i} ({w['type']})"
+
+
 def assert_same_responses(engine: Replay) -> None:
     for line, status, body, headers in engine.responses:
         recorded = next_response(line)
         assert status == recorded["status"], (line["method"], line["path"])
         if status == 101:
             continue
-        assert unordered(normalise(body)) == unordered(normalise(recorded["body"])), (
+        want_body = recorded["body"]
+        if status == 201 and line["path"].endswith("/play") and want_body["state"] == "playing":
+            # Asterisk answers "queued" unless the playback got going before the answer was
+            # built (a race: 1 play in 12 across our recordings); the fake takes the usual path
+            want_body = {**want_body, "state": "queued"}
+        assert unordered(normalise(body)) == unordered(normalise(want_body)), (
             line["method"],
             line["path"],
         )
         want_headers = list(recorded["headers"])
         assert [h for h in headers if h in want_headers or h == "Content-type"] == want_headers
+        for name in ("Server", "Cache-Control", "Content-type"):
+            assert headers.get(name) == recorded["headers"].get(name), (name, line["path"])
+        if "Location" in recorded["headers"]:  # /ari/playbacks/<id>, the id maybe generated
+            uuid = re.compile(_UUID.pattern.strip("^$"))
+            assert uuid.sub("<uuid>", headers["Location"]) == uuid.sub(
+                "<uuid>", recorded["headers"]["Location"]
+            )
 
 
 def unordered(body: Any) -> Any:
@@ -216,27 +253,34 @@ def index_responses(lines: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(
-    "scenario", ["offer_continue", "offer_app_hangup", "offer_caller_hangup_mid_playback"]
+    ("scenario", "sim"),
+    [
+        ("offer_continue", SCALE),
+        ("offer_app_hangup", SCALE),
+        ("offer_caller_hangup_mid_playback", SLOW),
+    ],
+    indirect=["sim"],
 )
 @pytest.mark.slow  # replays a recording at its recorded pace
 async def test_offer_flow_matches_recording(
-    sim: SimAsterisk, shared_asterisk: Path, scenario: str
+    sim: SimAsterisk, asterisk_data: Path, scenario: str
 ) -> None:
     lines = [
-        line
-        for line in load("offer_flow.jsonl", shared_asterisk)
-        if line.get("scenario") == scenario
+        line for line in load("offer_flow.jsonl", asterisk_data) if line.get("scenario") == scenario
     ]
     index_responses(lines)
     engine = await replay(sim, lines)
     assert_same_events(lines, engine, "callback-ari")
-    assert_same_events(lines, engine, "harness")
+    # the harness follows both Local halves of the caller
+    assert_same_events_per_channel(
+        recorded_events(lines, "harness"), engine.events["harness"], "harness"
+    )
     assert_same_responses(engine)
 
 
 @pytest.mark.slow  # replays a recording at its recorded pace
-async def test_originate_outcomes_match_recording(sim: SimAsterisk, shared_asterisk: Path) -> None:
-    lines = load("originate_outcomes.jsonl", shared_asterisk)
+async def test_originate_outcomes_match_recording(sim: SimAsterisk, asterisk_data: Path) -> None:
+    lines = load("originate_outcomes.jsonl", asterisk_data)
     index_responses(lines)
     engine = await replay(sim, lines)
     got = [normalise(e) for e in engine.events["callback-ari"]]
@@ -251,35 +295,63 @@ async def test_originate_outcomes_match_recording(sim: SimAsterisk, shared_aster
             and line.get("scenario") == scenario
         ]
         mine, offset = got[offset : offset + len(want)], offset + len(want)
-        if scenario == "busy":
-            # the two recorded busy runs put ChannelStateChange(Busy) at different places (and
-            # so snapshot different states); the fake follows busy_generated_ids, checked exactly
-            assert sorted(e["type"] for e in mine) == sorted(e["type"] for e in want)
-        else:
-            assert [e["type"] for e in mine] == [e["type"] for e in want], scenario
-            for i, (g, w) in enumerate(zip(mine, want, strict=True)):
-                assert json.dumps(g) == json.dumps(w), f"{scenario} event {i}"
+        # the Local halves, the queue member's legs: one order per channel (see above)
+        assert_same_events_per_channel(want, mine, scenario or "")
     assert_same_responses(engine)
 
 
 @pytest.mark.slow  # replays a recording at its recorded pace
-async def test_websocket_outage_matches_recording(sim: SimAsterisk, shared_asterisk: Path) -> None:
-    lines = load("ws_disconnect.jsonl", shared_asterisk)
+async def test_websocket_outage_matches_recording(sim: SimAsterisk, asterisk_data: Path) -> None:
+    lines = load("ws_disconnect.jsonl", asterisk_data)
     index_responses(lines)
     engine = await replay(sim, lines)
     for label in ("callback-ari", "callback-ari#1", "callback-ari#2"):
         assert_same_events(lines, engine, label)
-    # the harness follows several calls at once; Asterisk interleaves their threads
-    # differently from run to run, so its events are compared channel by channel
-    assert by_channel(engine.events["harness"]) == by_channel(recorded_events(lines, "harness"))
+    # the harness follows several calls at once: compared channel by channel
+    assert_same_events_per_channel(
+        recorded_events(lines, "harness"), engine.events["harness"], "harness"
+    )
     assert_same_responses(engine)
 
 
+def canonical(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One channel's events with the two races Asterisk was recorded to run either way put in
+    one order: a busy line's ``ChannelStateChange`` and the hang-up its other Local half sends
+    (``Busy()``: state change first in 3 recordings, hang-up first in 2), and the cause of a
+    destroyed Local half (see ``_destroy_race``)."""
+    out = list(events)
+    for i in range(len(out) - 1):
+        first, then = out[i], out[i + 1]
+        if (first["type"], then["type"]) == ("ChannelHangupRequest", "ChannelStateChange") and (
+            not first.get("soft")
+        ):
+            state = then["channel"]["state"]
+            out[i], out[i + 1] = then, {**first, "channel": {**first["channel"], "state": state}}
+    return [_destroy_race(e, out[:i]) for i, e in enumerate(out)]
+
+
+def _destroy_race(event: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Local half hung up with Q.850 16 is destroyed with cause 16, except when it loses a
+    race with its other half and reports 0 "Unknown" (2 of 96 in four recordings of
+    ws_disconnect, each time another channel). The fake always reports the hang-up's cause."""
+    hung_up_16 = any(
+        e["type"] == "ChannelHangupRequest" and e.get("cause") == 16 and not e.get("soft")
+        for e in before
+    )
+    if event["type"] == "ChannelDestroyed" and event["cause"] == 0 and hung_up_16:
+        return {**event, "cause": 16, "cause_txt": "Normal Clearing"}
+    return event
+
+
 def by_channel(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Normalised events grouped by the channel they concern, in arrival order."""
+    """Normalised events grouped by the channel they concern (by id; by normalised name for a
+    generated id), in arrival order; events of no channel by their type."""
     groups: dict[str, list[Any]] = {}
     for event in events:
-        target = event.get("playback", {}).get("target_uri", "")
-        chan = (event.get("channel") or event.get("peer") or {}).get("id") or target
-        groups.setdefault(chan, []).append(normalise(event))
+        norm = normalise(event)
+        target = norm.get("playback", {}).get("target_uri", "")
+        chan = norm.get("channel") or norm.get("peer") or {}
+        chan_id = chan.get("id")
+        key = (chan.get("name") if chan_id == "<uid>" else chan_id) or target or norm["type"]
+        groups.setdefault(key, []).append(norm)
     return groups

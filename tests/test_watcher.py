@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,8 +122,8 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def blocks(shared_asterisk: Path) -> list[Block]:
-    return transcript(shared_asterisk)
+def blocks(asterisk_data: Path) -> list[Block]:
+    return transcript(asterisk_data)
 
 
 @pytest.fixture
@@ -142,24 +143,51 @@ def test_ready_count_matches_asterisk_getvar_throughout_the_recording(
     assert checked == ["0", "1", "0"]  # both INUSE; agent1 NOT_INUSE; agent1 paused
 
 
+Trace = list[tuple[float, AmiMessage, object]]
+
+
+def at(trace: Trace, name: str, n: int = 0, **fields: str) -> int:
+    """Index in ``trace`` of the ``n``-th message called ``name`` with those field values."""
+    hits = [
+        i
+        for i, (_, m, _) in enumerate(trace)
+        if m.name == name and all(m.get(k) == v for k, v in fields.items())
+    ]
+    return hits[n]
+
+
+def ms(trace: Trace, i: int) -> float:
+    """The clock (seconds, ms resolution) the replay had set when message ``i`` arrived."""
+    return round(trace[i][0] * 1000) / 1000
+
+
 def test_member_ready_fires_exactly_when_a_member_turns_ready(
     blocks: list[Block], clock: ManualClock
 ) -> None:
     watcher = QueueWatcher(["support"], clock)
     rec = Recorder(watcher, clock)
-    ready_counts: dict[float, int] = {}
-    for t, _ in replay(watcher, clock, blocks):
-        ready_counts[t] = watcher.ready_members("support")
-    fired = [round((ms - BASE_MS) / 1000, 3) for _, ms in rec.ready]
+    trace: Trace = [
+        (t, m, watcher.ready_members("support")) for t, m in replay(watcher, clock, blocks)
+    ]
+    fired = [round((ms_ - BASE_MS) / 1000, 3) for _, ms_ in rec.ready]
     # NOT_INUSE (F), NOT_INUSE again (F), unpause (G), NOT_INUSE (J), then after each
     # AgentComplete (J, K): the device never left NOT_INUSE but the call ended.
-    assert fired == [4.054, 5.701, 6.606, 20.639, 24.148, 28.655]
+    assert fired == [
+        ms(trace, at(trace, "QueueMemberStatus", 0, Status="1")),
+        ms(trace, at(trace, "QueueMemberStatus", 1, Status="1")),
+        ms(trace, at(trace, "QueueMemberPause", 0, Paused="0")),
+        ms(trace, at(trace, "QueueMemberStatus", 2, Status="1")),
+        ms(trace, at(trace, "AgentComplete", 0)),
+        ms(trace, at(trace, "AgentComplete", 1)),
+    ]
     assert {q for q, _ in rec.ready} == {"support"}
-    assert ready_counts[21.1454] == 1  # AgentCalled: still ready until connected
-    assert ready_counts[21.1456] == 0  # AgentConnect: in a call although Status stays 1
-    assert ready_counts[24.1472] == 0  # the QueueStatus reply during the call (InCall: 1)
-    assert ready_counts[24.1482] == 1  # AgentComplete, wrap-up 0
-    assert ready_counts[30.6681] == 0  # agent1 INUSE again
+    assert trace[at(trace, "AgentCalled")][2] == 1  # still ready until connected
+    assert trace[at(trace, "AgentConnect")][2] == 0  # in a call although Status stays 1
+    # the QueueStatus reply during the call (InCall: 1)
+    assert trace[at(trace, "QueueStatusComplete", ActionID="qs-incall")][2] == 0
+    assert trace[at(trace, "AgentComplete")][2] == 1  # wrap-up 0
+    assert trace[at(trace, "QueueMemberStatus", -1, Status="2")][2] == 0  # agent1 INUSE again
+    assert trace[-1][2] == 0
 
 
 def test_callers_positions_and_hold_times_from_the_recording(
@@ -167,41 +195,51 @@ def test_callers_positions_and_hold_times_from_the_recording(
 ) -> None:
     watcher = QueueWatcher(["support"], clock)
     rec = Recorder(watcher, clock)
-    seen: dict[float, list[QueueCaller]] = {}
-    hold: dict[float, float | None] = {}
-    for t, _ in replay(watcher, clock, blocks):
-        seen[t] = watcher.callers("support")
-        hold[t] = watcher.hold_time_s("support", "Local/join@qcaller-00000033;2")
-    (waiter,) = seen[8.1196]  # QueueCallerJoin
-    assert (waiter.channel, waiter.uniqueid, waiter.position) == (
-        "Local/join@qcaller-00000033;2",
-        "ami-w1-2",
-        1,
-    )
+    trace: Trace = []
+    callers: list[list[QueueCaller]] = []
+    holds: list[float | None] = []
+    waiter_channel = ""
+    for t, msg in replay(watcher, clock, blocks):
+        if not waiter_channel and msg.name == "QueueCallerJoin":
+            waiter_channel = msg.get("Channel") or ""
+        trace.append((t, msg, None))
+        callers.append(watcher.callers("support"))
+        holds.append(watcher.hold_time_s("support", waiter_channel) if waiter_channel else None)
+    joined = at(trace, "QueueCallerJoin")
+    (waiter,) = callers[joined]
+    assert re.fullmatch(r"Local/join@qcaller-[0-9a-f]{8};2", waiter_channel)
+    assert (waiter.channel, waiter.uniqueid, waiter.position) == (waiter_channel, "ami-w1-2", 1)
     assert (waiter.caller_number, waiter.caller_name) == ("5550001", "Waiter")
-    assert waiter.join_time_ms == BASE_MS + 8120
+    assert waiter.join_time_ms == BASE_MS + round(trace[joined][0] * 1000)
     # the QueueStatus snapshot (Wait: 1) keeps the millisecond join time we saw
-    assert seen[9.6204][0].join_time_ms == waiter.join_time_ms
-    assert hold[9.6204] == pytest.approx(1.5, abs=0.002)
+    snapshot = at(trace, "QueueStatusComplete", ActionID="qs-waiting")
+    assert callers[snapshot][0].join_time_ms == waiter.join_time_ms
+    hold = holds[snapshot]
+    assert hold == pytest.approx(ms(trace, snapshot) - ms(trace, joined), abs=0.002)
+    assert hold is not None and hold >= 1.5  # the recorder asked 1.5 s after the join
     assert watcher.oldest_join_ms("support") is None  # everybody left in the end
-    assert seen[10.1212] == []  # QueueWithdrawCaller -> QueueCallerAbandon
+    assert callers[at(trace, "QueueCallerAbandon")] == []  # QueueWithdrawCaller -> Abandon
     assert [c.caller_number for c in rec.joined] == ["5550001", "5550002", "5550003", "5550004"]
     assert [c.uniqueid for c in rec.left] == [c.uniqueid for c in rec.joined]  # once each
 
 
 def test_estimator_learns_from_agent_complete(blocks: list[Block], clock: ManualClock) -> None:
     watcher = QueueWatcher(["support"], clock)
-    estimates = {
-        t: watcher.estimated_wait_s("support", 1) for t, _ in replay(watcher, clock, blocks)
-    }
-    assert estimates[24.1472] is None  # no completed call yet
-    assert estimates[24.1482] == pytest.approx(3.0)  # first call: TalkTime 3
+    trace: Trace = [
+        (t, m, watcher.estimated_wait_s("support", 1)) for t, m in replay(watcher, clock, blocks)
+    ]
+    first, second = (trace[at(trace, "AgentComplete", n)][1] for n in (0, 1))
+    talk_1, talk_2 = (int(m.get("TalkTime") or "") for m in (first, second))
+    assert talk_1 >= 3  # the recorder's caller talked about 3 s
+    assert trace[at(trace, "QueueStatusComplete", ActionID="qs-incall")][2] is None  # none yet
+    assert trace[at(trace, "AgentComplete", 0)][2] == pytest.approx(talk_1)  # the first call
     assert watcher.estimator.samples("support") == 2
-    assert watcher.estimator.average_handle_s("support") == pytest.approx(0.25 * 2 + 0.75 * 3)
+    average = 0.25 * talk_2 + 0.75 * talk_1
+    assert watcher.estimator.average_handle_s("support") == pytest.approx(average)
     # two staffed members: positions 1-2 need one round, 3-4 two rounds
     assert watcher.staffed_members("support") == 2
-    assert watcher.estimated_wait_s("support", 2) == pytest.approx(2.75)
-    assert watcher.estimated_wait_s("support", 3) == pytest.approx(5.5)
+    assert watcher.estimated_wait_s("support", 2) == pytest.approx(average)
+    assert watcher.estimated_wait_s("support", 3) == pytest.approx(2 * average)
 
 
 def test_estimator_seeds_from_queue_params_after_restart(
@@ -209,9 +247,12 @@ def test_estimator_seeds_from_queue_params_after_restart(
 ) -> None:
     final = [b.message() for b in blocks if b.direction == "RECV"]
     final_status = [m for m in final if m.action_id == "qs-end" and m.kind == "event"][:-1]
+    params = next(m for m in final_status if m.name == "QueueParams")
+    assert params.get("Completed") == "2"
+    talk = int(params.get("TalkTime") or "")
     watcher = QueueWatcher(["support"], clock, wrapup_s={"support": 4})
-    watcher.load_snapshot(final_status)  # Completed: 2, TalkTime: 2
-    assert watcher.estimator.average_handle_s("support") == 6.0  # talk 2 + wrap-up 4
+    watcher.load_snapshot(final_status)
+    assert watcher.estimator.average_handle_s("support") == talk + 4  # talk + wrap-up 4
     watcher.apply(agent("AgentComplete", "support", A1, TalkTime=10))
     assert watcher.estimator.average_handle_s("support") == 14.0  # real calls replace the seed
 

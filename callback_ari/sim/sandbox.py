@@ -71,9 +71,10 @@ class Sandbox:
             "CBPBX_AGI_PORT": str(self.agi_port),
         }
 
-    def _run(self, *args: str, check: bool = True) -> str:
+    def _run(self, *args: str, check: bool = True, extra: Path | None = None) -> str:
+        env = self._env() | ({"CBPBX_EXTRA": str(extra)} if extra is not None else {})
         proc = subprocess.run(
-            ["bash", str(SCRIPT), *args], env=self._env(), capture_output=True, text=True,
+            ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
             timeout=120, check=False,
         )  # fmt: skip
         if check and proc.returncode != 0:
@@ -94,9 +95,13 @@ class Sandbox:
             return f"no sandbox chroot at {root}: run `bash {SCRIPT} build`"
         return None
 
-    def start(self) -> None:
-        """Lay out a fresh config (the kit included) and start Asterisk; idempotent."""
-        self._run("start")
+    def start(self, extra: Path | None = None) -> None:
+        """Lay out a fresh config (the kit included) and start Asterisk; idempotent.
+
+        ``extra``: a folder of *.conf files copied over the instance's config after the kit
+        (the script's CBPBX_EXTRA), e.g. the recorder's own dialplan.
+        """
+        self._run("start", extra=extra)
 
     def stop(self) -> None:
         self._run("stop", check=False)

@@ -65,11 +65,35 @@ class AmiConnection:
     authed: bool = False
     events: bool = True
     username: str = ""
+    session_tv: str = ""
+    # security events Asterisk queues for this session: they go out after its next response
+    queued: list[Fields] = field(default_factory=list)
+
+    def security_fields(self, severity: str) -> Fields:
+        """The head of a security event about this session (res/res_security_log style)."""
+        local = self.writer.get_extra_info("sockname") or ("127.0.0.1", 0)
+        remote = self.writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        return [
+            ("Privilege", "security,all"),
+            ("EventTV", _event_tv()),
+            ("Severity", severity),
+            ("Service", "AMI"),
+            ("EventVersion", "1"),
+            ("SessionID", f"0x{id(self):x}"),
+            ("LocalAddress", f"IPV4/TCP/{local[0]}/{local[1]}"),
+            ("RemoteAddress", f"IPV4/TCP/{remote[0]}/{remote[1]}"),
+        ]
 
     def write(self, fields: Fields) -> None:
         """Send a message unless the transport is closing."""
         if not self.writer.is_closing():
             self.writer.write(encode(fields))
+
+
+def _event_tv() -> str:
+    """Security events' time stamps: ``2026-12-06T07:48:39.070+0000``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}+0000"
 
 
 class AmiServer:
@@ -161,21 +185,41 @@ class AmiServer:
             "hangup": self._hangup,
             "originate": self._originate,
         }.get(lname)
+        queued, conn.queued = conn.queued, []
         if handler is None:
             message = (
                 f"Invalid/unknown command: {name}. "
                 "Use Action: ListCommands to show available commands."
             )
             conn.write([("Response", "Error"), *aid, ("Message", message)])
+            # Asterisk raises RequestBadFormat at once but delivers it after the session's
+            # next response (recorded so in 2 of 3 runs; once right after this one)
+            conn.queued.append(
+                [
+                    ("Event", "RequestBadFormat"),
+                    *conn.security_fields("Error"),
+                    ("RequestType", f"Action: {name}"),
+                    ("SessionTV", conn.session_tv),
+                    ("AccountID", conn.username),
+                ]
+            )
+            self._flush(conn, queued)
             return True
         self._deferred = []
         try:
             handler(conn, msg, aid)
         finally:
             deferred, self._deferred = self._deferred, None
+            self._flush(conn, queued)
             for event_name, fields in deferred:
                 self._broadcast(event_name, fields)
         return True
+
+    def _flush(self, conn: AmiConnection, queued: list[Fields]) -> None:
+        for fields in queued:
+            for other in self.connections:
+                if other.authed and other.events:
+                    other.write(fields)
 
     async def _login(self, conn: AmiConnection, msg: dict[str, str], aid: Fields) -> bool:
         if (msg.get("username"), msg.get("secret")) != (self.username, self.secret):
@@ -197,6 +241,18 @@ class AmiServer:
                     ("Status", "Fully Booted"),
                 ]
             )
+        conn.session_tv = _event_tv()
+        head = conn.security_fields("Informational")
+        success = [
+            ("Event", "SuccessfulAuth"),
+            *head[:5],
+            ("AccountID", conn.username),
+            *head[5:],
+            ("UsingPassword", "0"),
+            ("SessionTV", conn.session_tv),
+        ]
+        # security events go to every session that reads them, this one included
+        self._flush(conn, [success])
         return True
 
     def _ping(self, conn: AmiConnection, msg: dict[str, str], aid: Fields) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from callback_ari.sim.simpbx import customers, sounds
 from callback_ari.sim.simpbx.dialplan import FunctionError
-from callback_ari.sim.simpbx.model import VERSION, Channel
+from callback_ari.sim.simpbx.model import ASTERISK_ID, VERSION, Channel
 from callback_ari.sim.simpbx.pbx import AriFailure, Pbx, not_found
 
 HANGUP_REASONS = {
@@ -122,35 +122,33 @@ class Handlers:
     # --- asterisk ------------------------------------------------------------------------
 
     def info(self, pv: Mapping[str, str], p: Params) -> Reply:
-        """GET /asterisk/info."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+        """GET /asterisk/info, shaped like Debian's Asterisk 22.10 answers it."""
         started = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(STARTED))
         return Reply(
             200,
             {
                 "build": {
                     "os": "Linux",
-                    "kernel": "6.1.0",
-                    "machine": "x86_64",
-                    "options": "",
-                    "date": "2026-11-23 06:57:55 UTC",
-                    "user": "root",
+                    "kernel": "unknown",
+                    "machine": "unknown",
+                    "options": "OPTIONAL_API, TEST_FRAMEWORK",
+                    "date": "2026-07-20 21:35:32 UTC",
+                    "user": "nobody",
                 },
-                "system": {"version": VERSION, "entity_id": "02:fc:00:00:00:01"},
+                "system": {"version": VERSION, "entity_id": ASTERISK_ID},
                 "config": {
                     "name": "",
                     "default_language": "en",
                     "setid": {"user": "", "group": ""},
                 },
                 "status": {"startup_time": started, "last_reload_time": started},
-                "now": now,
             },
         )
 
     def ping(self, pv: Mapping[str, str], p: Params) -> Reply:
         """GET /asterisk/ping."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
-        return Reply(200, {"asterisk_id": "02:fc:00:00:00:01", "ping": "pong", "timestamp": now})
+        return Reply(200, {"ping": "pong", "timestamp": now, "asterisk_id": ASTERISK_ID})
 
     def get_global(self, pv: Mapping[str, str], p: Params) -> Reply:
         """GET /asterisk/variable (functions too)."""

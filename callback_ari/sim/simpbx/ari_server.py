@@ -45,6 +45,17 @@ class AsteriskResponse(web.Response):
             self.headers["Content-Length"] = "0"
 
 
+class AsteriskWebSocket(web.WebSocketResponse):
+    """Asterisk's 101 carries only Upgrade, ``Connection: Upgrade``, Sec-WebSocket-Accept and
+    Sec-WebSocket-Protocol; aiohttp would add Date and its own Server and lower-case Upgrade."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in ("Date", "Server"):
+            self.headers.pop(name, None)
+        self.headers["Connection"] = "Upgrade"
+
+
 def _response(reply: Reply, extra: dict[str, str] | None = None) -> web.Response:
     headers = {
         "Server": f"Asterisk/{VERSION}",
@@ -196,7 +207,7 @@ class AriServer:
     async def _websocket(self, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
         apps = [a for a in str(params["app"]).split(",") if a]
         subscribe_all = str(params.get("subscribeAll", "")).lower() in ("true", "yes", "1")
-        ws = web.WebSocketResponse(protocols=("ari",), autoping=True)
+        ws = AsteriskWebSocket(protocols=("ari",), autoping=True)
         await ws.prepare(request)
         self._log(request, None, 101)
         sink = WsSink(request)

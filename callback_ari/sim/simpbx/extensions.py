@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# The dialplan of the transcripts (transcripts-22/README.md) minus [customers] and [agents],
-# which the fake plays from number behaviours and queue members instead.
+# The dialplan of the recordings (tests/data/asterisk-22/README.md) minus [customers] and
+# [agents], which the fake plays from number behaviours and queue members instead.
 RECORDED_DIALPLAN = """
 [globals]
 CB_WAIT=5

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 ASTERISK_ID = "02:fc:00:00:00:01"
-VERSION = "GIT-22-22.0.0-pre1-541-g69535d4837"
+# as the recorded Asterisk says it (tests/data/asterisk-22/version.txt, Server header)
+VERSION = "22.10.1+dfsg+~cs6.17.60671434-1"
 
 CAUSE_TEXT = {
     0: "Unknown",

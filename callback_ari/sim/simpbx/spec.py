@@ -1,8 +1,10 @@
 """The ARI 22 route table (derived from the Swagger spec) and request validation against it.
 
-``python -m callback_ari.sim.simpbx.spec --generate DIR`` prints the table derived from the
-Swagger resource files in DIR; the package ships its output as ``ari22_routes.json`` so the
-fake needs no copy of the spec at run time.
+The table is derived from the Swagger documents a running Asterisk serves under
+``/ari/api-docs/`` (the recorder, ``callback_ari.sim.recorder``, fetches them from the sandbox
+PBX); the package ships only the derived table, ``ari22_routes.json``, never Asterisk's own
+documents. ``python -m callback_ari.sim.simpbx.spec --generate DIR`` prints the table derived
+from resource files saved in DIR.
 """
 
 from __future__ import annotations
@@ -89,13 +91,31 @@ class SpecError:
     allow: tuple[str, ...] = ()
 
 
-def generate(spec_dir: Path) -> dict[str, Any]:
-    """Derive the route table (paths, methods, parameters) from the Swagger resource files."""
+def resource_names(listing: Mapping[str, Any]) -> list[str]:
+    """File names (``channels.json``, ...) of the resources a ``resources.json`` lists."""
+    return [api["path"].rsplit("/", 1)[-1].replace(".{format}", ".json") for api in listing["apis"]]
+
+
+def read_docs(spec_dir: Path) -> dict[str, Any]:
+    """``resources.json`` and every resource document it lists, read from ``spec_dir``."""
     listing = json.loads((spec_dir / "resources.json").read_text())
+    docs: dict[str, Any] = {"resources.json": listing}
+    for name in resource_names(listing):
+        docs[name] = json.loads((spec_dir / name).read_text())
+    return docs
+
+
+def generate(spec_dir: Path) -> dict[str, Any]:
+    """Derive the route table from the Swagger resource files saved in ``spec_dir``."""
+    return generate_from(read_docs(spec_dir))
+
+
+def generate_from(docs: Mapping[str, Any]) -> dict[str, Any]:
+    """Derive the route table (paths, methods, parameters) from parsed Swagger documents."""
+    listing = docs["resources.json"]
     routes: list[dict[str, Any]] = []
-    for api in listing["apis"]:
-        name = api["path"].rsplit("/", 1)[-1].replace(".{format}", ".json")
-        resource = json.loads((spec_dir / name).read_text())
+    for name in resource_names(listing):
+        resource = docs[name]
         for entry in resource["apis"]:
             ops: dict[str, Any] = {}
             for op in entry["operations"]:
@@ -116,6 +136,22 @@ def generate(spec_dir: Path) -> dict[str, Any]:
                 ops[op["httpMethod"]] = {"nickname": op["nickname"], "params": params}
             routes.append({"path": entry["path"], "operations": ops})
     return {"apiVersion": listing["apiVersion"], "routes": routes}
+
+
+def extract_models(docs: Mapping[str, Any]) -> dict[str, Any]:
+    """The data models (names, property types, required flags, event subtypes), nothing else."""
+    models: dict[str, Any] = {}
+    for name in resource_names(docs["resources.json"]):
+        for model_name, model in docs[name].get("models", {}).items():
+            entry: dict[str, Any] = {}
+            if "subTypes" in model:
+                entry["subTypes"] = list(model["subTypes"])
+            entry["properties"] = {
+                prop: {"type": spec.get("type"), "required": bool(spec.get("required", False))}
+                for prop, spec in model.get("properties", {}).items()
+            }
+            models[model_name] = entry
+    return {"apiVersion": docs["resources.json"]["apiVersion"], "models": models}
 
 
 def _route_from(obj: Mapping[str, Any]) -> Route:
