@@ -45,6 +45,7 @@ from callback_ari.errors import (
     CallbackNotFound,
     CorruptRecord,
     InvalidTransition,
+    NotReplicated,
     StoreError,
     StoreUnavailable,
 )
@@ -120,6 +121,8 @@ class CallbackStore:
         clock: Clock | None = None,
         audit_maxlen: int = 100_000,
         terminal_ttl_s: int = DEFAULT_TERMINAL_TTL_S,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         if not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"bad store prefix {prefix!r}")
@@ -128,6 +131,10 @@ class CallbackStore:
         self._clock: Clock = clock or SystemClock()
         self._audit_maxlen = max(0, audit_maxlen)
         self._ttl_ms = max(0, terminal_ttl_s) * 1000
+        # A new callback is a promise only once this many replicas hold it (0: the master's
+        # word is enough). WAIT's own timeout is the socket edge: Redis ends the wait itself.
+        self._min_replicas = max(0, min_replicas)
+        self._replica_timeout_ms = max(1, replica_timeout_ms)
         reg = redis.register_script
         self._enqueue = reg(store_scripts.ENQUEUE)
         self._claim = reg(store_scripts.CLAIM)
@@ -139,6 +146,7 @@ class CallbackStore:
         self._find = reg(store_scripts.FIND_LIVE)
         self._list = reg(store_scripts.LIST)
         self._counts = reg(store_scripts.COUNTS)
+        self._release = reg(store_scripts.RELEASE)
 
     @property
     def namespace(self) -> str:
@@ -232,13 +240,45 @@ class CallbackStore:
             raise ValueError("number must not be empty")
         if callback_id is not None and not ID_RE.match(callback_id):
             raise ValueError(f"callback id must match {ID_RE.pattern}")
-        reply = await self._run(
-            "enqueue", self._enqueue, now_ms, queue, number, caller_name, source_channel,
-            int(join_time_ms), Origin(origin).value, int(priority), int(position),
-            callback_id or "", int(next_attempt_ms),
+        args = (
+            queue, number, caller_name, source_channel, int(join_time_ms), Origin(origin).value,
+            int(priority), int(position), callback_id or "", int(next_attempt_ms),
         )  # fmt: skip
+        if not self._min_replicas:
+            reply = await self._run("enqueue", self._enqueue, now_ms, *args)
+            cb = self._record_from("enqueue", reply)
+            return cb, as_text(reply[0]) == "new"
+        reply, confirmed = await self._enqueue_replicated(now_ms, args)
         cb = self._record_from("enqueue", reply)
-        return cb, as_text(reply[0]) == "new"
+        created = as_text(reply[0]) == "new"
+        if confirmed < self._min_replicas:
+            if created:
+                await self._withdraw_unconfirmed(cb.id)
+            raise NotReplicated(self._min_replicas, confirmed)
+        return cb, created
+
+    async def _enqueue_replicated(
+        self, now_ms: int | None, args: tuple[object, ...]
+    ) -> tuple[Any, int]:
+        """The enqueue script and ``WAIT`` on one connection (WAIT covers that client's writes)."""
+        now = self._clock.now_ms() if now_ms is None else int(now_ms)
+        argv = [self._p, now, self._audit_maxlen, self._ttl_ms, *args]
+        pipe = self._r.pipeline(transaction=False)
+        await self._enqueue(keys=[self.key("queues")], args=cast(Any, argv), client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)
+        reply, confirmed = await self._guard("enqueue", pipe.execute())
+        return reply, int(confirmed)
+
+    async def _withdraw_unconfirmed(self, cb_id: str) -> None:
+        """No promise was made: cancel the record so it is never dialled (if Redis lets us).
+
+        If the master is already gone the cancel fails too; the write then lives or dies with
+        the master, and a replica promoted without it never saw it.
+        """
+        try:
+            await self.cancel(cb_id, "not_replicated")
+        except StoreError as exc:
+            log.warning("store.unconfirmed_left", callback_id=cb_id, error=str(exc))
 
     async def claim_next(
         self,
@@ -272,6 +312,16 @@ class CallbackStore:
             self._report("claim", reply[1:3])
             return None
         return self._record_from("claim", reply)
+
+    async def release(self, cb_id: str, due_ms: int, *, now_ms: int | None = None) -> bool:
+        """Bring a held-back pending callback's first attempt forward to ``due_ms``.
+
+        Stored from a call, a callback waits in the schedule until its caller's line is down;
+        this is how the service says when that happened (plus the queue's grace). It never
+        makes an attempt later; False when nothing changed (already due, dialled, gone).
+        """
+        moved = await self._run("release", self._release, now_ms, cb_id, int(due_ms))
+        return bool(moved)
 
     async def renew_lease(
         self, cb_id: str, owner: str, lease_ms: int, *, now_ms: int | None = None
