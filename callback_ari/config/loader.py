@@ -70,6 +70,8 @@ class RedisConfig:
     audit_maxlen: int = 100000
     sentinel_master: str = ""
     sentinels: tuple[str, ...] = ()
+    min_replicas: int = 0  # a new callback is promised only once this many replicas hold it
+    min_replicas_timeout: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class QueueConfig:
     confirm_timeout: int = 10
     max_attempts: int = 3
     retry_interval: int = 120
+    first_attempt_grace: int = 5  # seconds after the caller's own call hung up
     max_age: int = 14400
     max_pending: int = 200
     hours: str = ""

@@ -374,6 +374,8 @@ SCHEMA: dict[str, dict[str, Converter]] = {
         "audit_maxlen": integer(0),
         "sentinel_master": name(_IDENT, "a Sentinel master name", empty_ok=True),
         "sentinels": str_list(host_port),
+        "min_replicas": integer(0, 16),
+        "min_replicas_timeout": number(0.05, 60),
     },
     "http": {
         "enabled": boolean,
@@ -402,6 +404,7 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "confirm_timeout": integer(1, 120),
     "max_attempts": integer(1, 100),
     "retry_interval": integer(1, 86400),
+    "first_attempt_grace": integer(0, 3600),
     "max_age": integer(60, 30 * 86400),
     "max_pending": integer(1, 1_000_000),
     "hours": str.strip,  # checked together with the queue's timezone
