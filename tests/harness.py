@@ -34,6 +34,7 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "max_attempts": 3,
     "digit_timeout": 1,
     "response_timeout": 2,
+    "first_attempt_grace": 0,  # the grace has its own tests (test_grace.py); others dial at once
 }
 
 

@@ -29,10 +29,12 @@ from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
     OfferEntry,
+    hold_for_hangup_ms,
     number_validator,
     offer_finished,
     offer_settings,
     offer_started,
+    release_after_hangup,
     store_from_dialogue,
 )
 from callback_ari.store.store import CallbackStore
@@ -67,6 +69,7 @@ class AgiOfferSession:
             offer_settings(self._q), number_validator(self._q), caller_id=self._caller_id
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
+        self._held: str | None = None  # a callback we stored, held back until the line is down
         self.result = "running"
 
     async def run(self) -> str:
@@ -101,6 +104,10 @@ class AgiOfferSession:
             await self._back_to_queue("error")
         if self.result == "running":
             self.result = str(self._machine.result or "abandoned")
+        if self._held is not None and not self.result.startswith("continued:"):
+            # The dialogue ends with HANGUP (answered when the line is down) or with the
+            # caller gone: either way the inbound call is over now.
+            await release_after_hangup(self._store, self._q, self._held, self._clock.now_ms())
         offer_finished(self._metrics, q, self.result, channel_id=channel_id, frontend="agi")
         return self.result
 
@@ -133,12 +140,18 @@ class AgiOfferSession:
             case offer.CancelTimer():
                 self._timer = None
             case offer.Store(number=number):
+                held_until = hold_for_hangup_ms(
+                    self._q, self._clock.now_ms(), self._dialogue_timeout
+                )
                 result = await store_from_dialogue(
                     self._store, self._metrics, self._q, number=number,
                     caller_name=_known(self._agi.env.get("agi_calleridname", "")),
                     source_channel=self._agi.env.get("agi_uniqueid", ""), entry=self._entry,
                     origin=Origin.AGI, wait_estimate=self._wait_estimate,
+                    held_until_ms=held_until,
                 )  # fmt: skip
+                if isinstance(result, offer.Stored) and result.created:
+                    self._held = result.callback_id
                 return self._machine.handle(result)
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)

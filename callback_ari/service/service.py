@@ -117,6 +117,8 @@ class Service:
                 prefix=cfg.redis.prefix,
                 clock=self.clock,
                 audit_maxlen=cfg.redis.audit_maxlen,
+                min_replicas=cfg.redis.min_replicas,
+                replica_timeout_ms=round(cfg.redis.min_replicas_timeout * 1000),
             )
             await self.store.ping()
             self.gauges.store_ok = True
@@ -284,6 +286,7 @@ class Service:
                 await session.return_without_offer("closed")
                 return
             result = await session.run()
+            self._wake_dispatch(entry.queue)  # a stored callback's first attempt was set
             if result.startswith("continued:"):
                 self.withdrawer.declined(session.channel_id)
         except asyncio.CancelledError:
