@@ -263,10 +263,10 @@ class CallbackStore:
         """The enqueue script and ``WAIT`` on one connection (WAIT covers that client's writes)."""
         now = self._clock.now_ms() if now_ms is None else int(now_ms)
         argv = [self._p, now, self._audit_maxlen, self._ttl_ms, *args]
-        pipe = self._r.pipeline(transaction=False)
-        await self._enqueue(keys=[self.key("queues")], args=cast(Any, argv), client=pipe)
-        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)
-        reply, confirmed = await self._guard("enqueue", pipe.execute())
+        async with self._r.pipeline(transaction=False) as pipe:  # reset even when cancelled
+            await self._enqueue(keys=[self.key("queues")], args=cast(Any, argv), client=pipe)
+            pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)
+            reply, confirmed = await self._guard("enqueue", pipe.execute())
         return reply, int(confirmed)
 
     async def _withdraw_unconfirmed(self, cb_id: str) -> None:
