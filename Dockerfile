@@ -8,6 +8,8 @@ COPY .ci/requirements.lock ./.ci/requirements.lock
 RUN pip install --no-cache-dir --require-hashes -r .ci/requirements.lock
 COPY setup.cfg pyproject.toml README.md LICENSE ./
 COPY callback_ari ./callback_ari
+# callback_ari/dialplan links to dialplan/: the kit and the example config ride in the wheel
+COPY dialplan ./dialplan
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && pip uninstall --yes setuptools
 

@@ -181,7 +181,7 @@ def test_with_config_reports_config_problems(
     handler = cli_inspect.with_config(cli_inspect.stats_handler)
     args = argparse.Namespace(config=str(tmp_path / "missing.conf"), json=False)
     assert handler(args) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "missing.conf: does not exist" in capsys.readouterr().err
 
 
 def test_list_says_how_many_it_left_out_and_warns_on_an_unknown_queue(

@@ -193,9 +193,19 @@ def test_missing_file_is_a_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.conf", env={})
     (problem,) = info.value.problems
-    assert (
-        str(problem) == f"[file] {tmp_path / 'nope.conf'}: cannot read: No such file or directory"
+    missing = tmp_path / "nope.conf"
+    assert str(problem) == (
+        f"[file] {missing}: does not exist; start from the example: "
+        f"callback-ari config sample > {missing}"
     )
+
+
+def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder.conf"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_config(folder, env={})
+    assert str(info.value.problems[0]) == f"[file] {folder}: cannot read: Is a directory"
 
 
 def test_ari_url_must_be_the_base_without_credentials() -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,29 @@ def test_install_refuses_an_old_python_before_installing_anything(tmp_path: Path
     assert "needs Python >= 3.11, but python3 is Python 3.10.13" in result.stderr
     assert "was called" not in result.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_the_wheel_carries_the_dialplan_kit_file_for_file(tmp_path: Path) -> None:
+    """`callback-ari kit` and `config sample` read package data: it must be dialplan/ itself."""
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO, src, symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__"),
+    )  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "dist").glob("callback_ari-*.whl")
+    kit = {p.name for p in (REPO / "dialplan").iterdir() if p.suffix in (".conf", ".service")}
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {
+            n.removeprefix("callback_ari/dialplan/"): archive.read(n)
+            for n in archive.namelist()
+            if n.startswith("callback_ari/dialplan/")
+        }
+    assert set(packaged) == kit
+    for name in kit:
+        assert packaged[name] == (REPO / "dialplan" / name).read_bytes(), name

@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from callback_ari import __version__
 from callback_ari.cli import commands
-from callback_ari.config.loader import DEFAULT_PATH, load_config
+from callback_ari.config.loader import DEFAULT_PATH, load_config, refuse_placeholders
 from callback_ari.errors import ConfigError
 from callback_ari.logs import LEVELS, configure_logging
+from callback_ari.ops.kit import sample_config, write_kit
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Handler = Callable[[argparse.Namespace], int]
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "<priority> prefix), or auto (console on a TTY; journal when stdout is journald)",
     )
     parser.add_argument("--log-level", choices=LEVELS, default=None, help="minimum log level")
+    # -c may also follow the subcommand (`callback-ari config check -c PATH`); SUPPRESS keeps
+    # the global default unless it is given there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help=f"config file (default {DEFAULT_PATH})")  # fmt: skip
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     root = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS.values():
@@ -77,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[path] = group.add_subparsers(dest=f"{path}_command", metavar="COMMAND")
                 group.set_defaults(_group=group)
             subparsers = groups[path]
-        sub = subparsers.add_parser(leaf, help=command.help, description=command.help)
+        sub = subparsers.add_parser(
+            leaf, help=command.help, description=command.help, parents=[common]
+        )
         command.add_arguments(sub)
         sub.set_defaults(_handler=command.handler)
     return parser
@@ -104,17 +113,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the config as JSON")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing when the config is good"
+    )
 
 
 def _config_check(args: argparse.Namespace) -> int:
     """Load the config; print it (secrets masked) or every problem, one per line."""
     try:
         config = load_config(args.config)
+        refuse_placeholders(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
     shown = config.redacted()
+    if args.quiet:
+        return EXIT_OK
     if args.json:
         print(json.dumps(shown, indent=2))
     else:
@@ -140,6 +155,35 @@ def _ini_value(value: object) -> str:
     return str(value)
 
 
+def _config_sample(args: argparse.Namespace) -> int:
+    """Print the fully commented example config."""
+    del args
+    sys.stdout.write(sample_config())
+    return EXIT_OK
+
+
+def _kit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="folder to write the kit into")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite files that differ (default: write .dist)"
+    )
+
+
+def _kit(args: argparse.Namespace) -> int:
+    """Write the dialplan kit files; never replace an edited file without --force."""
+    try:
+        done = write_kit(Path(args.path), force=args.force)
+    except OSError as exc:
+        print(f"callback-ari: cannot write the kit to {args.path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for item in done:
+        if item.action == "dist":
+            print(f"{item.path}  (kept your {item.path.with_suffix('')}: it differs)")
+        else:
+            print(f"{item.path}  {item.action}")
+    return EXIT_OK
+
+
 register(
     "config check",
     "validate the config file and print the effective settings (exit 2 on problems)",
@@ -147,4 +191,16 @@ register(
     _config_check,
 )
 
+register(
+    "config sample",
+    "print the example config: callback-ari config sample > /etc/asterisk/callback_ari.conf",
+    lambda parser: None,
+    _config_sample,
+)
+register(
+    "kit",
+    "write the dialplan kit (ari.conf, manager.conf, extensions_callback.conf, ...) to PATH",
+    _kit_arguments,
+    _kit,
+)
 commands.register_all(register)

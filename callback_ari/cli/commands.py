@@ -13,16 +13,19 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from callback_ari.cli import inspect as cli_inspect
-from callback_ari.config.loader import Config, load_config
+from callback_ari.config.loader import Config, load_config, refuse_placeholders
 from callback_ari.config.schema import redact_url
 from callback_ari.errors import ApplicationReplaced, ConfigError, StoreUnavailable
 from callback_ari.logs import configure_logging
 from callback_ari.masking import set_masking
+
+if TYPE_CHECKING:
+    from callback_ari.service.service import Service
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +36,7 @@ def load_or_report(args: argparse.Namespace) -> Config | None:
     """The config, or None after printing every problem (one per line) on stderr."""
     try:
         config = load_config(args.config)
+        refuse_placeholders(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -74,7 +78,12 @@ def run_handler(args: argparse.Namespace) -> int:
         task = asyncio.current_task()
         assert task is not None
         run_until_signal(task)
-        await Service(config, front_ends=[http_front_end]).run()
+        service = Service(config, front_ends=[http_front_end])
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, reload_config, service, args
+            )
+        await service.run()
 
     status = EXIT_OK
     try:
@@ -97,6 +106,22 @@ def run_handler(args: argparse.Namespace) -> int:
         pass
     log.info("service.stopped", exit_status=status)
     return status
+
+
+def reload_config(service: Service, args: argparse.Namespace) -> None:
+    """SIGHUP: re-read the config file; a bad file is logged and the running settings stay."""
+    try:
+        wanted = load_config(args.config)
+        refuse_placeholders(wanted)
+    except ConfigError as exc:
+        log.error("config.reload_failed", problems=[str(p) for p in exc.problems])
+        return
+    general = service.reload(wanted).config.general
+    configure_logging(
+        args.log_format or general.log_format,
+        args.log_level or general.log_level,
+        mask_numbers=general.mask_numbers,
+    )
 
 
 # --- check ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from callback_ari.config.ini import Entry, read_ini, read_ini_file
 from callback_ari.config.schema import (
     ENV_PREFIX,
     FIXED_SECTIONS,
@@ -22,7 +23,6 @@ from callback_ari.config.schema import (
     SCHEMA,
     SECRETS,
     env_name,
-    read_ini,
     redact_url,
     schema_for,
 )
@@ -226,7 +226,8 @@ def _shown(section: str, key: str, value: object) -> object:
 @dataclass(frozen=True, slots=True)
 class _Raw:
     value: str
-    origin: str  # "line 12" or "$CALLBACK_ARI_..."
+    origin: str  # "line 12", "/etc/asterisk/callback_ari.conf:12" or "$CALLBACK_ARI_..."
+    template: str = ""  # the template the value was inherited from
 
 
 def load_config(
@@ -238,18 +239,54 @@ def load_config(
     """
     file = Path(path) if path else Path(DEFAULT_PATH)
     try:
-        text = file.read_text(encoding="utf-8")
+        entries, sections, problems = read_ini_file(file)
+    except FileNotFoundError as exc:
+        hint = f"does not exist; start from the example: callback-ari config sample > {file}"
+        raise ConfigError([ConfigProblem("file", str(file), hint)]) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError([ConfigProblem("file", str(file), f"cannot read: {reason}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem("file", str(file), "is not UTF-8 text")]) from exc
-    return parse_config(text, os.environ if env is None else env)
+    return _validate(entries, sections, problems, os.environ if env is None else env)
+
+
+PLACEHOLDER_PREFIX = "change-me"  # the example's secrets: change-me-to-a-long-random-secret
+
+
+def refuse_placeholders(config: Config) -> None:
+    """Raise ConfigError when a secret still holds the example's ``change-me-...`` placeholder."""
+    problems = []
+    for section, key in sorted(SECRETS):
+        if str(getattr(getattr(config, section), key)).startswith(PLACEHOLDER_PREFIX):
+            hint = (
+                f"still the example's placeholder: set the real one (the {_SECRET_SOURCE[section]})"
+                f" here or in ${env_name(section, key)}"
+            )
+            problems.append(ConfigProblem(section, key, hint))
+    if problems:
+        raise ConfigError(problems)
+
+
+_SECRET_SOURCE = {
+    "ari": "password of this user in ari.conf",
+    "ami": "secret of this user in manager.conf",
+    "http": "token HTTP API clients send",
+}
 
 
 def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     """Validate config file text (plus env overrides) into a Config, or raise ConfigError."""
     entries, sections, problems = read_ini(text)
+    return _validate(entries, sections, problems, env or {})
+
+
+def _validate(
+    entries: list[Entry],
+    sections: list[str],
+    problems: list[ConfigProblem],
+    env: Mapping[str, str],
+) -> Config:
     raw: dict[str, dict[str, _Raw]] = {}
     queue_sections = _check_sections(sections, problems)
     valid = {*FIXED_SECTIONS, *queue_sections}
@@ -259,17 +296,21 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
             continue  # the section itself was reported
         seen = raw.setdefault(e.section, {})
         have = seen.get(e.key)
+        inherited = f", from template [{e.template}]" if e.template else ""
         if e.key not in keys:
-            problems.append(ConfigProblem(e.section, e.key, f"unknown key (line {e.line})"))
-        elif have is None:
-            seen[e.key] = _Raw(e.value, f"line {e.line}")
+            problems.append(ConfigProblem(e.section, e.key, f"unknown key ({e.where}{inherited})"))
+        elif have is None or (have.template and e.template != have.template):
+            # The section's own line replaces a template's value, a later template an earlier's.
+            seen[e.key] = _Raw(e.value, e.where, e.template)
+        elif e.template and not have.template:
+            continue  # the section set it itself
         elif e.key in LIST_KEYS:
-            seen[e.key] = _Raw(f"{have.value}, {e.value}", have.origin)
+            seen[e.key] = _Raw(f"{have.value}, {e.value}", have.origin, have.template)
         else:
             problems.append(
-                ConfigProblem(e.section, e.key, f"set twice ({have.origin} and line {e.line})")
+                ConfigProblem(e.section, e.key, f"set twice ({have.origin} and {e.where})")
             )
-    _apply_env(env or {}, queue_sections, raw, problems)
+    _apply_env(env, queue_sections, raw, problems)
     for section, key in REQUIRED:
         if not raw.get(section, {}).get(key, _Raw("", "")).value:
             hint = f"is required (set it here or in ${env_name(section, key)})"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 import phonenumbers
 
 from callback_ari.core import phone
 from callback_ari.core.hours import zone
-from callback_ari.errors import ConfigProblem
 
 Converter = Callable[[str], object]
 
@@ -27,115 +25,6 @@ PROMPT_NAMES = (
     "sorry_error", "callback_intro", "callback_press1", "callback_connecting", "goodbye",
 )  # fmt: skip
 MASK = "***"
-
-
-# --- reading the file --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One ``key = value`` line; ``section`` is normalised ("general", "queue:support")."""
-
-    section: str
-    key: str
-    value: str
-    line: int
-
-
-def section_id(header: str) -> str:
-    """Normalise a section header: fixed names lower-cased, ``queue:`` prefix case-insensitive."""
-    name = header.strip()
-    if name.lower().startswith(QUEUE_PREFIX):
-        return QUEUE_PREFIX + name[len(QUEUE_PREFIX) :].strip()
-    return name.lower()
-
-
-def read_ini(text: str) -> tuple[list[Entry], list[str], list[ConfigProblem]]:
-    """Parse Asterisk-style INI text into entries, the sections seen (in order), and problems.
-
-    ``;`` starts a comment anywhere (write ``\\;`` for a literal semicolon), ``;-- ... --;``
-    is a block comment, a line starting with ``#`` is a comment, ``key => value`` equals
-    ``key = value``, and keys are case-insensitive.
-    """
-    entries: list[Entry] = []
-    sections: list[str] = []
-    problems: list[ConfigProblem] = []
-    current = ""
-    in_block = False
-    for lineno, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line
-        if in_block:
-            end = line.find("--;")
-            if end < 0:
-                continue
-            line, in_block = line[end + 3 :], False
-        start = line.find(";--")
-        if start >= 0:
-            end = line.find("--;", start + 3)
-            if end < 0:
-                line, in_block = line[:start], True
-            else:
-                line = line[:start] + line[end + 3 :]
-        line = _strip_comment(line).strip()
-        if not line or line.startswith("#"):
-            if line.lower().startswith(("#include", "#exec", "#tryinclude")):
-                problems.append(ConfigProblem(current or "file", f"line {lineno}", _NO_INCLUDE))
-            continue
-        if line.startswith("["):
-            close = line.find("]")
-            header = line[1:close] if close > 0 else ""
-            if close < 0 or line[close + 1 :].strip() or not header.strip():
-                problems.append(
-                    ConfigProblem(current or "file", f"line {lineno}", "bad section header", line)
-                )
-                current = "!invalid"
-                continue
-            current = section_id(header)
-            if current not in sections:
-                sections.append(current)
-            continue
-        key, sep, value = _split_assignment(line)
-        if not sep or not key:
-            problems.append(
-                ConfigProblem(current or "file", f"line {lineno}", "expected 'key = value'", line)
-            )
-            continue
-        if not current:
-            problems.append(ConfigProblem("file", key, f"line {lineno} is before any [section]"))
-            continue
-        if current != "!invalid":
-            entries.append(Entry(current, key, value, lineno))
-    return entries, sections, problems
-
-
-_NO_INCLUDE = "#include/#exec are not supported; use one file (and env overrides)"
-
-
-def _strip_comment(line: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if c == "\\" and line[i + 1 : i + 2] == ";":
-            out.append(";")
-            i += 2
-            continue
-        if c == ";":
-            break
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _split_assignment(line: str) -> tuple[str, str, str]:
-    eq = line.find("=")
-    if eq < 0:
-        return "", "", ""
-    key = line[:eq].strip().lower()
-    value = line[eq + 1 :]
-    if value.startswith(">"):  # Asterisk's "key => value"
-        value = value[1:]
-    return key, "=", value.strip()
 
 
 def env_name(section: str, key: str) -> str:

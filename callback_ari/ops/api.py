@@ -120,7 +120,17 @@ def create_app(
     app.router.add_delete("/api/v1/callbacks/{id}", api.cancel_callback)
     app.router.add_post("/api/v1/callbacks/{id}/cancel", api.cancel_callback)
     app.on_response_prepare.append(_security_headers)
+    app[_API] = api
     return app
+
+
+def reconfigure(app: web.Application, config: Config) -> None:
+    """Use ``config``'s queue settings for requests from now on (SIGHUP reload).
+
+    The token and the listener are fixed at start-up; the reload reports them as needing a
+    restart.
+    """
+    app[_API].reconfigure(config)
 
 
 async def serve(
@@ -299,6 +309,9 @@ class _Api:
         given = credentials.strip().encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, self._token)
 
+    def reconfigure(self, config: Config) -> None:
+        self._config = config
+
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
@@ -430,3 +443,6 @@ async def _read_json(request: web.Request, *, required: bool) -> object | None:
     if not body.strip() and not required:
         return None
     return schema.decode_json(body)
+
+
+_API = web.AppKey("callback_ari.api", _Api)

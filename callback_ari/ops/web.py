@@ -26,7 +26,7 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
         dispatcher = service.dispatcher
         doc = await api.build_status(
             store,
-            cfg,
+            service.config,  # a reload may have changed queue settings since the start
             service.clock,
             watcher_view=api.watcher_view_of(service.watcher, service.clock),
             in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
@@ -46,4 +46,5 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
         clock=service.clock,
         status=status,
     )
+    service.on_reload(lambda config: api.reconfigure(app, config))
     return api.serve(app, cfg.http.bind, cfg.http.port, listening=service.http_ready)

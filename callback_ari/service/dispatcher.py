@@ -80,6 +80,18 @@ class Dispatcher:
 
     # --- signals in -------------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s queue settings from the next decision on (SIGHUP reload).
+
+        The set of queues stays the one the dispatcher started with; attempts already dialling
+        finish with the settings they started with.
+        """
+        self._cfg = config
+        self._hours = {
+            n: BusinessHours.parse(q.hours, q.timezone) for n, q in config.queues.items()
+        }
+        self._policies = {n: NumberPolicy.from_queue(q) for n, q in config.queues.items()}
+
     def member_ready(self, queue: str) -> None:
         """Watcher signal: a member of ``queue`` became ready. Wakes that queue's loop now."""
         if queue in self._wake:

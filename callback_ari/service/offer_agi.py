@@ -232,6 +232,10 @@ class AgiOffers:
         self._clock = clock
         self._wait_estimate = wait_estimate
 
+    def reconfigure(self, config: Config) -> None:
+        """New connections use ``config``; dialogues in progress keep their settings."""
+        self._config = config
+
     async def __call__(self, agi: AgiChannel) -> str:
         """Run the offer for one connection; the outcome code, or "unknown" for other scripts."""
         entry = entry_from_env(agi.env, self._clock.now_ms())

@@ -40,6 +40,10 @@ class RecallCanceller:
         self._owns_channel = owns_channel  # our own callback legs joining are not re-calls
         self._spawn = spawn
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s on_recall settings from now on (SIGHUP reload)."""
+        self._config = config
+
     def caller_joined(self, queue: str, caller: QueueCaller) -> None:
         """A caller joined a queue: cancel their pending callback if they called again."""
         q = self._config.queues.get(queue)

@@ -31,9 +31,10 @@ from callback_ari.metrics import Metrics
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
 from callback_ari.service.intake import ENTRIES, OfferEntry
-from callback_ari.service.offer_agi import offer_server
+from callback_ari.service.offer_agi import AgiOffers
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
+from callback_ari.service.reload import ReloadPlan, plan_reload
 from callback_ari.service.resync import Resync
 from callback_ari.service.trends import Trends
 from callback_ari.service.watcher import QueueWatcher
@@ -102,6 +103,8 @@ class Service:
         self._ami_connects = 0
         self._resync: Resync | None = None
         self.agi: AgiServer | None = None
+        # Parts built later (or by front ends) that take new queue settings on a reload.
+        self._reload_listeners: list[Callable[[Config], None]] = [self.withdrawer.reconfigure]
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Service:
                     spawn=self.spawn,
                     now_ms=self.clock.now_ms,
                 )
+                self.on_reload(self.dispatcher.reconfigure)
+                self.on_reload(recall.reconfigure)
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(recall.caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
@@ -200,15 +205,38 @@ class Service:
         cfg = self.config
         tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
         if cfg.agi.enabled:
-            self.agi = offer_server(
+            offers = AgiOffers(
                 store=self.store,
                 config=cfg,
                 metrics=self.metrics,
                 clock=self.clock,
                 wait_estimate=lambda queue: self.watcher.estimated_wait_s(queue, 1),
             )
+            self.on_reload(offers.reconfigure)
+            self.agi = AgiServer(offers, on_crash=lambda: self.metrics.errors.labels("agi").inc())
             tasks.append(self.agi.serve(cfg.agi.bind, cfg.agi.port))
         return tasks
+
+    def on_reload(self, listener: Callable[[Config], None]) -> None:
+        """Call ``listener(config)`` with the settings a reload applied (see ``reload``)."""
+        self._reload_listeners.append(listener)
+
+    def reload(self, wanted: Config) -> ReloadPlan:
+        """Take from a re-read config what is safe without a restart (SIGHUP).
+
+        Dialogues and dial attempts in progress keep the settings they started with; every
+        decision from now on uses the new ones. What needs a restart is logged and kept.
+        """
+        plan = plan_reload(self.config, wanted)
+        cfg = self.config = plan.config
+        self._hours = {n: BusinessHours.parse(q.hours, q.timezone) for n, q in cfg.queues.items()}
+        self.watcher.set_wrapup({n: q.wrapup_time for n, q in cfg.queues.items()})
+        for listener in self._reload_listeners:
+            listener(cfg)
+        log.info("config.reloaded", applied=list(plan.applied), sessions_kept=len(self.sessions))
+        if plan.needs_restart:
+            log.warning("config.restart_needed", settings=list(plan.needs_restart))
+        return plan
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each link's state."""

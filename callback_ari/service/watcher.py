@@ -96,6 +96,12 @@ class QueueWatcher:
 
     # --- listeners --------------------------------------------------------------------
 
+    def set_wrapup(self, wrapup_s: Mapping[str, int]) -> None:
+        """New configured wrap-up times (SIGHUP reload) for the queues this watcher knows."""
+        for queue, seconds in wrapup_s.items():
+            if queue in self._wrapup:
+                self._wrapup[queue] = int(seconds)
+
     def on_member_ready(self, fn: Callable[[str], None]) -> Callable[[], None]:
         """``fn(queue)`` whenever a member of ``queue`` turns ready; returns an unsubscriber."""
         return _subscribe(self._on_ready, fn)

@@ -57,6 +57,10 @@ class Withdrawer:
         self._no_reoffer: dict[str, None] = {}  # callers who declined (insertion ordered)
         self._wake = asyncio.Event()
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s queue settings (offer thresholds, withdraw) from now on."""
+        self._cfg = config
+
     def wake(self) -> None:
         """The queue changed (an AMI event, a resync): re-evaluate now."""
         self._wake.set()
