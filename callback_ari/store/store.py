@@ -170,19 +170,27 @@ class CallbackStore:
         cancelling = task.cancelling() if task is not None else 0
         try:
             result = await aw
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}") from exc
-        except (redis.exceptions.ReadOnlyError, redis.exceptions.NoPermissionError) as exc:
-            raise StoreUnavailable(f"redis refused {op}: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                raise CorruptRecord(self._p, f"{op}: {exc}") from exc
-            raise StoreError(f"redis error during {op}: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise StoreError(f"redis error during {op}: {exc}") from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Swallowed cancellation and a library error at once (a Sentinel failover makes
+            # that likely): the cancellation wins, or a caller catching StoreError loops on.
+            if task is not None and task.cancelling() > cancelling:
+                raise asyncio.CancelledError() from exc
+            raise self._translate(op, exc) from exc
         if task is not None and task.cancelling() > cancelling:
             raise asyncio.CancelledError()
         return result
+
+    def _translate(self, op: str, exc: Exception) -> StoreError:
+        """Our error for a redis-py (or socket) error."""
+        if isinstance(
+            exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError
+        ):
+            return StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}")
+        if isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.NoPermissionError):
+            return StoreUnavailable(f"redis refused {op}: {exc}")
+        if isinstance(exc, redis.exceptions.ResponseError) and "WRONGTYPE" in str(exc):
+            return CorruptRecord(self._p, f"{op}: {exc}")
+        return StoreError(f"redis error during {op}: {exc}")
 
     async def _run(self, op: str, script: Any, now_ms: int | None, *args: object) -> Any:
         now = self._clock.now_ms() if now_ms is None else int(now_ms)
