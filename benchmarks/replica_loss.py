@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callback_ari.errors import StoreError  # noqa: E402
-from callback_ari.sim.simpbx.redis_process import RedisProcess  # noqa: E402
-from callback_ari.sim.simpbx.redis_sentinel import info  # noqa: E402
-from callback_ari.store.store import CallbackStore, connect_redis  # noqa: E402
+from callback_ari.errors import StoreError
+from callback_ari.sim.simpbx.redis_process import RedisProcess
+from callback_ari.sim.simpbx.redis_sentinel import info
+from callback_ari.store.store import CallbackStore, connect_redis
 
 
 async def one_round(min_replicas: int, writers: int, seconds: float) -> dict[str, float]:
@@ -35,7 +35,7 @@ async def one_round(min_replicas: int, writers: int, seconds: float) -> dict[str
     master.start()
     replica.start()
     try:
-        while info(replica.port).get("master_link_status") != "up":
+        while info(replica.port).get("master_link_status") != "up":  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         client = connect_redis(master.url)
         store = CallbackStore(client, min_replicas=min_replicas, replica_timeout_ms=1000)
