@@ -288,6 +288,8 @@ async def test_accepting_caller_id_stores_the_callback_and_hangs_up(rig: Rig) ->
         "2025550143", "support", JOIN_MS, Origin.AGI,
     )  # fmt: skip
     assert (cb.state, cb.caller_name, cb.source_channel) == (State.PENDING, "Pat Doe", UNIQUEID)
+    # held while the line was up, then due first_attempt_grace (5 s) after the session ended
+    assert cb.next_attempt_ms == NOW_MS + 5_000
     assert rig.results() == {"stored": 1}
     held = rig.metrics.registry.get_sample_value(
         "callback_hold_at_offer_seconds_sum", {"queue": "support"}

@@ -225,7 +225,9 @@ class AgiOffers:
     def __init__(
         self, *, store: CallbackStore, config: Config, metrics: Metrics, clock: Clock,
         wait_estimate: Callable[[str], float | None] = lambda _q: None,
+        on_finished: Callable[[str], None] = lambda _q: None,
     ) -> None:  # fmt: skip
+        self._on_finished = on_finished  # a stored callback's first attempt was just set
         self._store = store
         self._config = config
         self._metrics = metrics
@@ -246,7 +248,9 @@ class AgiOffers:
             agi, store=self._store, config=self._config, entry=entry, metrics=self._metrics,
             wait_estimate=lambda: self._wait_estimate(entry.queue), clock=self._clock,
         )  # fmt: skip
-        return await session.run()
+        result = await session.run()
+        self._on_finished(entry.queue)
+        return result
 
 
 def offer_server(

@@ -211,6 +211,7 @@ class Service:
                 metrics=self.metrics,
                 clock=self.clock,
                 wait_estimate=lambda queue: self.watcher.estimated_wait_s(queue, 1),
+                on_finished=self._wake_dispatch,
             )
             self.on_reload(offers.reconfigure)
             self.agi = AgiServer(offers, on_crash=lambda: self.metrics.errors.labels("agi").inc())
