@@ -19,12 +19,13 @@ from callback_ari.sim.simpbx.redis_process import RedisProcess, free_port
 MASTER_NAME = "cbmaster"
 
 
-def _command(port: int, *words: str) -> str:
-    """One inline command to a local Redis or Sentinel; the first reply line."""
+def _command(port: int, *words: str, lines: int = 1) -> str:
+    """One inline command to a local Redis or Sentinel; the reply, at least ``lines`` lines
+    of it (an error or a nil reply is one line)."""
     with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
         s.sendall((" ".join(words) + "\r\n").encode())
         data = b""
-        while not data.endswith(b"\r\n"):
+        while data.count(b"\r\n") < lines and not data.startswith((b"-", b"*-1", b"$-1")):
             chunk = s.recv(65536)
             if not chunk:
                 break
@@ -101,7 +102,7 @@ class SentinelProcess:
     def master_port(self) -> int | None:
         """The master's port as this sentinel sees it."""
         try:
-            reply = _command(self.port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+            reply = _command(self.port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME, lines=5)
         except OSError:
             return None
         lines = reply.split("\r\n")
