@@ -177,11 +177,13 @@ MENU = ["WAIT FOR DIGIT 8000"]
 CONFIRM = [f"STREAM FILE {f} {ANY}" for f in ("if-correct-press", "digits/1", "vm-calldiffnum")]
 ENTER = [f"STREAM FILE {f} {ANY}" for f in ("privacy-prompt", "vm-then-pound")]
 INVALID = [f"STREAM FILE privacy-incorrect {ANY}"]
+# A booked caller goes back to the kit, whose subroutine returns QUEUESTATUS=CALLBACK.
+BOOKED = "SET VARIABLE CB_RESULT CALLBACK"
 STORED = [
     *(f"STREAM FILE {f} {NONE}" for f in ("num-was-successfully", "added", "queue-holdtime")),
     f"SAY NUMBER 4 {NONE}",  # the 240 s wait estimate, in minutes
     *(f"STREAM FILE {f} {NONE}" for f in ("queue-minutes", "vm-goodbye")),
-    "HANGUP",
+    BOOKED,
 ]
 SETS = [
     "SET VARIABLE CB_POSITION 3", "SET CONTEXT callback-return", "SET EXTENSION support",
@@ -280,7 +282,7 @@ async def rig(redis_url: str) -> AsyncIterator[Rig]:
 # --- accepting -------------------------------------------------------------------------------
 
 
-async def test_accepting_caller_id_stores_the_callback_and_hangs_up(rig: Rig) -> None:
+async def test_accepting_caller_id_stores_the_callback_and_hands_back_booked(rig: Rig) -> None:
     peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "1"))
     assert peer.commands == (OFFER + MENU + heard_callerid("2025550143") + CONFIRM + MENU + STORED)
     [cb] = await rig.records()
@@ -353,6 +355,16 @@ async def test_international_number_is_read_back_when_the_queue_allows_it(redis_
         assert [cb.number for cb in await rig.records()] == ["+442079460018"]
 
 
+async def test_queue_language_is_set_on_the_channel_before_anything_plays(
+    redis_url: str,
+) -> None:
+    """STREAM FILE and SAY DIGITS use the channel's language: the session sets it first."""
+    async with rig_on(redis_url, parse_config(CONFIG + "language = es\n", {})) as rig:
+        peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "hangup"))
+        assert peer.commands[0] == "SET VARIABLE CHANNEL(language) es"
+        assert peer.commands[1:3] == OFFER[:2]
+
+
 async def test_emergency_caller_id_is_not_offered_for_confirmation(rig: Rig) -> None:
     peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "hangup"), callerid="911")
     assert peer.commands == OFFER + MENU + ENTER + MENU
@@ -396,7 +408,7 @@ async def test_duplicate_number_is_told_already_pending_and_not_stored_twice(rig
         queue="support", number="2025550143", join_time_ms=JOIN_MS - 1, origin=Origin.PHONE
     )
     peer = await rig.call(("WAIT FOR DIGIT", "1"), ("WAIT FOR DIGIT", "1"))
-    farewell = [f"STREAM FILE auth-thankyou {NONE}", f"STREAM FILE vm-goodbye {NONE}", "HANGUP"]
+    farewell = [f"STREAM FILE auth-thankyou {NONE}", f"STREAM FILE vm-goodbye {NONE}", BOOKED]
     assert peer.commands == OFFER + MENU + heard_callerid("2025550143") + CONFIRM + MENU + farewell
     assert await rig.records() == [first]
     assert rig.results() == {"existing": 1}

@@ -346,3 +346,23 @@ def test_agent_first_dialling_is_refused_not_silently_ignored() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, env={})
     assert "[queue:support] dialing_mode: agent_first" in str(info.value)
+
+
+def test_spanish_queue_gets_prompts_that_exist_in_spanish_sounds() -> None:
+    """Debian's Spanish core sounds have no you-entered, if-correct-press, ...: a Spanish
+    queue's defaults use files that exist in es, and an explicit prompt still wins."""
+    text = MINIMAL + "[queue:ventas]\nlanguage = es\nprompt_stored = recording:guardado\n"
+    q = parse_config(text, env={}).queues["ventas"]
+    assert q.language == "es"
+    assert q.prompts.readback_intro == ("sound:vm-num-i-have",)
+    assert q.prompts.confirm_number == ("sound:vm-press", "sound:digits/1", "sound:vm-calldiffnum")
+    assert q.prompts.stored == ("recording:guardado",)
+    assert parse_config(MINIMAL + "[queue:s]\n", env={}).queues["s"].prompts.readback_intro == (
+        "sound:you-entered",
+    )
+
+
+def test_language_must_be_a_language_code() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(MINIMAL + "[queue:s]\nlanguage = ../../etc\n", env={})
+    assert "[queue:s] language: must be an Asterisk language code" in str(err.value)

@@ -16,7 +16,9 @@ import redis.asyncio as aioredis
 from callback_ari.cli import app as cli
 from callback_ari.config.loader import parse_config
 from callback_ari.logs import reset_logging
-from callback_ari.ops.doctor import Finding, Status, run_checks
+from callback_ari.ops.doctor import Doctor, Finding, Status, asterisk_major, run_checks
+from callback_ari.ops.freepbx import queue_contexts
+from callback_ari.sim.simpbx import ari_handlers
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import KIT
@@ -113,16 +115,20 @@ async def test_healthy_install_passes_every_check_and_exits_0(
     rows = table_rows(out)
     assert rows == {
         "ari.login": "PASS",
+        "ari.version": "PASS",
         "ari.app": "PASS",
         "ari.prompts": "PASS",  # the stock prompts, digits/1 included
         "ami.login": "PASS",
         "queue.support": "PASS",
+        "dialplan.support@callback-queue": "PASS",
+        "dialplan.support@callback-offer": "PASS",
+        "dialplan.1@callback-exit": "PASS",
         "dialplan.support@callback-return": "PASS",
         "dialplan.support@callback-connect": "PASS",
         "redis": "PASS",
         "redis.persistence": "PASS",
     }, out
-    assert out.rstrip().endswith("9 checks: 0 failed, 0 warnings")
+    assert out.rstrip().endswith("13 checks: 0 failed, 0 warnings")
     assert "fix:" not in out
     assert ARI_PASSWORD not in out
 
@@ -215,7 +221,7 @@ async def test_dialplan_without_the_kit_fails_every_context(redis_url: str) -> N
     async with SimAsterisk(time_scale=0.05) as bare:
         bare.queues.add_queue("support", ["agent1"])  # queues.conf only, no dialplan kit
         found = failures(await doctor(bare, redis_url))
-    for context in ("callback-connect", "callback-return"):
+    for context in ("callback-queue", "callback-offer", "callback-connect", "callback-return"):
         finding = found[f"dialplan.support@{context}"]
         assert finding.status is Status.FAIL
         assert finding.detail == f"Did not find context {context}"
@@ -229,8 +235,109 @@ async def test_missing_prompt_fails_naming_the_sound_and_its_queue(
     found = failures(await doctor(sim, redis_url, queues=queues))
     prompts = found["ari.prompts"]
     assert prompts.status is Status.FAIL
-    assert prompts.detail == "missing on the server: sound:does-not-exist (support)"
+    assert prompts.detail == "missing on the server: sound:does-not-exist in en (support)"
     assert "record the prompt and set prompt_<name> in the queue section" in prompts.fix
+
+
+async def test_language_without_its_sounds_fails_naming_the_language_and_package(
+    sim: SimAsterisk, redis_url: str
+) -> None:
+    """The fake has English sounds only: a French queue is missing every prompt in fr,
+    including the digits Asterisk says the number with; the English queue is fine."""
+    sim.queues.add_queue("ventes", ["agent2"])
+    queues: dict[str, dict[str, Any]] = {"support": {}, "ventes": {"language": "fr"}}
+    found = failures(await doctor(sim, redis_url, queues=queues))
+    prompts = found["ari.prompts"]
+    assert prompts.status is Status.FAIL
+    assert "sound:vm-press in fr (ventes)" in prompts.detail
+    assert "sound:digits/7 in fr (ventes)" in prompts.detail
+    assert " in en " not in prompts.detail
+    assert "install asterisk-core-sounds-fr" in prompts.fix
+
+
+async def test_asterisk_20_is_refused_for_its_queue_argument_layout(
+    sim: SimAsterisk, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ari_handlers, "VERSION", "20.11.0")
+    found = failures(await doctor(sim, redis_url))
+    version = found["ari.version"]
+    assert version.status is Status.FAIL
+    assert "Asterisk 20 is not supported" in version.detail
+    assert "macro argument" in version.detail
+    assert "upgrade to Asterisk 21 or later" in version.fix
+
+
+@pytest.mark.parametrize(
+    ("version", "major"),
+    [
+        ("22.10.1+dfsg+~cs6.17.60671434-1", 22),  # Debian
+        ("GIT-22-22.0.0-pre1-541-g69535d4837", 22),  # a source build
+        ("certified-20.7-cert1", 20),
+        ("18.20.1", 18),
+        ("GIT-master-1a2b3c", None),
+    ],
+)
+def test_asterisk_major_version(version: str, major: int | None) -> None:
+    assert asterisk_major(version) == major
+
+
+FREEPBX_DIALPLAN = """
+[from-internal]
+exten => 100,1,Dial(PJSIP/100)
+[ext-queues]
+exten => support,1,Gosub(callback-queue,support,1())
+"""
+QUEUES_ADDITIONAL = """; do not edit: written by FreePBX
+[support]
+strategy = ringall
+timeout = 15
+"""
+
+
+@pytest.fixture
+async def freepbx_sim() -> AsyncIterator[SimAsterisk]:
+    async with SimAsterisk(time_scale=0.05, dialplan=KIT + FREEPBX_DIALPLAN) as pbx:
+        pbx.add_queue("support", ["agent1"])
+        yield pbx
+
+
+async def test_freepbx_queue_without_post_custom_context_fails_with_where_to_put_it(
+    freepbx_sim: SimAsterisk, redis_url: str, tmp_path: Path
+) -> None:
+    """FreePBX's generated queue has no context=: the exit digit would do nothing. check
+    names the file FreePBX leaves alone; once the admin adds it there, the check passes."""
+    (tmp_path / "queues_additional.conf").write_text(QUEUES_ADDITIONAL)
+    config = parse_config(config_text(freepbx_sim, redis_url), env={})
+    found = by_check(await Doctor(config, asterisk_etc=tmp_path).run())
+    assert found["freepbx"].status is Status.PASS
+    context = found["freepbx.support.context"]
+    assert context.status is Status.FAIL
+    assert "queue support has no context=" in context.detail
+    assert f"{tmp_path / 'queues_post_custom.conf'}" in context.fix
+    assert "[support](+)" in context.fix and "context = callback-exit" in context.fix
+    assert "fwconsole reload" in context.fix
+
+    (tmp_path / "queues_post_custom.conf").write_text("[support](+)\ncontext = callback-exit\n")
+    found = by_check(await Doctor(config, asterisk_etc=tmp_path).run())
+    assert found["freepbx.support.context"].status is Status.PASS
+
+
+async def test_freepbx_break_out_menu_context_fails_and_plain_asterisk_is_not_freepbx(
+    freepbx_sim: SimAsterisk, sim: SimAsterisk, redis_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "queues_additional.conf").write_text(QUEUES_ADDITIONAL + "context = ivr-3\n")
+    config = parse_config(config_text(freepbx_sim, redis_url), env={})
+    found = by_check(await Doctor(config, asterisk_etc=tmp_path).run())
+    assert found["freepbx.support.context"].status is Status.FAIL
+    assert "context = ivr-3" in found["freepbx.support.context"].detail
+    plain = by_check(await doctor(sim, redis_url))
+    assert not any(name.startswith("freepbx") for name in plain)
+
+
+def test_queue_contexts_follow_asterisk_section_rules() -> None:
+    text = "[400]\ncontext = ivr-1\n[401]\nstrategy = ringall\n[400](+)\ncontext => cb-exit\n"
+    assert queue_contexts(text) == {"400": "cb-exit"}
+    assert queue_contexts("[400]\ncontext = a\n[400]\nstrategy = x\n") == {}
 
 
 # --- Redis persistence ----------------------------------------------------------------------

@@ -36,7 +36,9 @@ from callback_ari.store.store import CallbackStore, connect_redis
 from tests.harness import KIT, REPO, running_service, service_config, store_for, wait_prompt
 
 TIME_SCALE = 0.05
-INCOMING = "[from-trunk]\nexten => support,1,Goto(callback-queue,support,1)\n"
+INCOMING = (
+    "[from-trunk]\nexten => support,1,Gosub(callback-queue,support,1())\n same => n,Hangup()\n"
+)
 WAIT = 10.0  # ceiling for one wait; a healthy run takes milliseconds
 SLACK_S = 1.0  # connect + login + resync on a loaded machine, on top of the backoff delay
 APP = "callback-ari"

@@ -22,7 +22,9 @@ from tests.harness import (
 )
 
 TIME_SCALE = 0.05
-INCOMING = "[from-trunk]\nexten => support,1,Goto(callback-queue,support,1)\n"
+INCOMING = (
+    "[from-trunk]\nexten => support,1,Gosub(callback-queue,support,1())\n same => n,Hangup()\n"
+)
 
 
 @pytest.fixture

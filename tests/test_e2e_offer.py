@@ -200,7 +200,8 @@ class Person:
             elif r.method == "POST" and r.path == f"{chan}/variable":
                 lines.append(f"set {q['variable']}={q['value']}")
             elif r.method == "POST" and r.path == f"{chan}/continue":
-                lines.append(f"continue {q['context']}/{q['extension']}/{q['priority']}")
+                target = f" {q['context']}/{q['extension']}/{q['priority']}" if q else ""
+                lines.append(f"continue{target}")
             elif r.method == "DELETE" and r.path == chan:
                 lines.append("hangup")
         return lines
@@ -249,7 +250,10 @@ def assert_record(cb: Callback, person: Person, number: str) -> None:
 # --- storing a callback ---------------------------------------------------------------------------
 
 
-async def test_accept_with_caller_id_stores_it_and_hangs_up(redis_url: str) -> None:
+async def test_accept_with_caller_id_stores_it_and_returns_callback_status(
+    redis_url: str,
+) -> None:
+    """The kit's subroutine returns QUEUESTATUS=CALLBACK to the route, which hangs up."""
     async with scenario(redis_url) as pbx:
         alice = await asks_for_callback(pbx)
         alice.press("1")
@@ -267,11 +271,41 @@ async def test_accept_with_caller_id_stores_it_and_hangs_up(redis_url: str) -> N
             f"play {callerid_readback(CALLER_ID)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
+        assert alice.ch.variables["QUEUESTATUS"] == "CALLBACK"
+        assert alice.ch.gosub_stack == []  # returned from the subroutine into the route
         assert pbx.metric("callback_offers_total", queue="support", entry="digit") == 1
         assert pbx.metric("callback_offer_results_total", queue="support", result="stored") == 1
         assert pbx.sim.originates == []  # every agent is busy: nobody is dialled yet
+
+
+async def test_queue_language_is_asked_for_on_every_prompt(redis_url: str) -> None:
+    """language = fr: every play of the dialogue (sounds, the read-back digits, the wait
+    estimate) carries lang=fr, so Asterisk picks sounds/fr and its French say-number."""
+    async with scenario(redis_url, queue={"language": "fr"}) as pbx:
+        alice = await asks_for_callback(pbx)
+        alice.press("1")
+        await alice.hears_out(callerid_readback(CALLER_ID))
+        await alice.hears_out(CONFIRM)
+        alice.press("1")
+        await alice.hears(STORED)
+        await pbx.idle()
+        plays = [
+            r.query
+            for r in pbx.sim.requests
+            if r.method == "POST" and r.path == f"/ari/channels/{alice.id}/play"
+        ]
+        assert len(plays) == 4
+        assert {q.get("lang") for q in plays} == {"fr"}
+
+
+async def test_channel_language_is_left_alone_without_a_queue_language(redis_url: str) -> None:
+    async with scenario(redis_url) as pbx:
+        await asks_for_callback(pbx)  # the offer is playing
+        plays = [r.query for r in pbx.sim.requests if r.path.endswith("/play")]
+        assert plays and all("lang" not in q for q in plays)
 
 
 async def test_press_2_at_caller_id_menu_enters_another_number(redis_url: str) -> None:
@@ -300,7 +334,8 @@ async def test_press_2_at_caller_id_menu_enters_another_number(redis_url: str) -
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -328,7 +363,8 @@ async def test_caller_id_withheld_or_not_callable_goes_straight_to_entry(
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -366,7 +402,8 @@ async def test_refused_number_is_not_read_back_and_caller_can_retry(
             f"play {number_readback(OTHER)}",
             f"play {CONFIRM}",
             f"play {STORED}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
 
 
@@ -506,7 +543,8 @@ async def test_duplicate_number_hears_already_pending_and_one_record_is_kept(
             f"play {callerid_readback(CALLER_ID)}",
             f"play {CONFIRM}",
             f"play {ALREADY}",
-            "hangup",
+            "set CB_RESULT=CALLBACK",
+            "continue",
         ]
         assert pbx.metric("callback_offer_results_total", queue="support", result="existing") == 1
 

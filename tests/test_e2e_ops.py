@@ -42,7 +42,9 @@ from tests.harness import (
 
 TIME_SCALE = 0.05
 TOKEN = "ops-test-token-5f1c"
-INCOMING = "[from-trunk]\nexten => support,1,Goto(callback-queue,support,1)\n"
+INCOMING = (
+    "[from-trunk]\nexten => support,1,Gosub(callback-queue,support,1())\n same => n,Hangup()\n"
+)
 ARTIFACTS = REPO / "test-artifacts"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from callback_ari.sim.simpbx.extensions import KIT_TEMPLATE
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("cbuser", "cbpass")}
@@ -281,3 +283,30 @@ async def test_ami_login_errors_and_show_dialplan(sim: SimAsterisk) -> None:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+REPO = Path(__file__).resolve().parent.parent
+KIT_CONTEXTS = {"[callback-queue]", "[callback-offer]", "[callback-return]", "[callback-connect]"}
+
+
+def test_the_fakes_kit_is_the_shipped_kit() -> None:
+    """simpbx runs a per-queue copy of dialplan/extensions_callback.conf; the copy must be
+    the shipped file's lines, so the e2e tests exercise what administrators install."""
+    shipped: dict[str, list[str]] = {}
+    context = ""
+    for line in (REPO / "dialplan" / "extensions_callback.conf").read_text().splitlines():
+        text = line.split(";", 1)[0].rstrip()
+        if text.startswith("["):
+            context = text
+        elif text.startswith(("exten => support,", " same =>")) and context in KIT_CONTEXTS:
+            shipped.setdefault(context, []).append(text)
+    fake: dict[str, list[str]] = {}
+    rendered = KIT_TEMPLATE.format(incoming="from-trunk", q="support", app="callback-ari",
+                                   timeout="")  # fmt: skip
+    for line in rendered.splitlines():
+        if line.startswith("["):
+            context = line
+        elif line and context in KIT_CONTEXTS:
+            fake.setdefault(context, []).append(line)
+    assert fake == shipped
+    assert set(shipped) == KIT_CONTEXTS

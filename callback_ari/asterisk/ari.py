@@ -217,12 +217,19 @@ class AriClient:
         """``POST /channels/{id}/answer`` (204 also when already Up)."""
         await self._request("POST", f"/channels/{_seg(channel_id)}/answer")
 
-    async def play(self, channel_id: str, media: Sequence[str], playback_id: str) -> str:
+    async def play(
+        self, channel_id: str, media: Sequence[str], playback_id: str, lang: str = ""
+    ) -> str:
         """Play ``sound:``/``digits:``/``number:`` URIs in order under our own playback id;
-        returns the playback id. AriNotFound when the channel has hung up."""
+        returns the playback id. AriNotFound when the channel has hung up.
+
+        ``lang`` picks the language of sounds and of Asterisk's own say-number/digits; empty
+        leaves it to the channel's language."""
         if not media:
             raise ValueError("play() needs at least one media URI")
         params = {"media": _no_commas(media, "media"), "playbackId": playback_id}
+        if lang:
+            params["lang"] = lang
         answer = await self._request("POST", f"/channels/{_seg(channel_id)}/play", params)
         pb_id = answer.get("id") if isinstance(answer, dict) else None
         return pb_id if isinstance(pb_id, str) else playback_id
@@ -245,6 +252,10 @@ class AriClient:
         """Leave Stasis and continue at context,extension,priority (StasisEnd follows)."""
         params = {"context": context, "extension": extension, "priority": str(int(priority))}
         await self._request("POST", f"/channels/{_seg(channel_id)}/continue", params)
+
+    async def continue_next(self, channel_id: str) -> None:
+        """Leave Stasis and go on at the priority after the ``Stasis()`` line (no target)."""
+        await self._request("POST", f"/channels/{_seg(channel_id)}/continue")
 
     async def get_variable(self, channel_id: str, name: str) -> str | None:
         """A channel variable or function value; None when unset. AriNotFound if the

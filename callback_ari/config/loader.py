@@ -27,6 +27,7 @@ from callback_ari.config.schema import (
     schema_for,
 )
 from callback_ari.core.hours import BusinessHours
+from callback_ari.core.prompts import language_defaults
 from callback_ari.errors import ConfigError, ConfigProblem
 
 DEFAULT_PATH = "/etc/asterisk/callback_ari.conf"
@@ -149,6 +150,7 @@ class QueueConfig:
     timezone: str = "UTC"
     after_hours: str = "carry_over"
     region: str = "US"
+    language: str = ""  # empty: the channel's own language (CHANNEL(language))
     allow_international: bool = False
     allow_patterns: tuple[str, ...] = ()
     deny_patterns: tuple[str, ...] = ()
@@ -329,7 +331,8 @@ def _validate(
     queues: dict[str, QueueConfig] = {}
     for section in queue_sections:
         values = dict(converted[section])
-        prompts = {k[7:]: values.pop(k) for k in list(values) if k.startswith("prompt_")}
+        explicit = {k[7:]: values.pop(k) for k in list(values) if k.startswith("prompt_")}
+        prompts = {**language_defaults(str(values.get("language", ""))), **explicit}
         name = section[len(QUEUE_PREFIX) :]
         queues[name] = QueueConfig(name=name, prompts=Prompts(**prompts), **values)
     c = converted

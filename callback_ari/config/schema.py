@@ -300,6 +300,9 @@ QUEUE_SCHEMA: dict[str, Converter] = {
     "timezone": timezone,
     "after_hours": choice("carry_over", "expire"),
     "region": region,
+    "language": name(
+        r"[A-Za-z0-9_]+", "an Asterisk language code like en, es, fr_FR", empty_ok=True
+    ),
     "allow_international": boolean,
     "allow_patterns": str_list(phone.check_pattern),
     "deny_patterns": str_list(phone.check_pattern),

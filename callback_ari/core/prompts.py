@@ -73,6 +73,30 @@ DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
+# Stock sounds of other languages lack some English files; a queue with ``language`` set gets
+# these instead of the English defaults it would otherwise hear in English (Asterisk falls back
+# to en for a missing file). Checked against Debian's asterisk-core-sounds-es-gsm 1.6.
+LANGUAGE_PROMPTS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "es": MappingProxyType(
+            {
+                # "El número que tengo es" (no "you entered" in es)
+                "readback_intro": ("sound:vm-num-i-have",),
+                # "Presione 1. Para marcar otro número, presione 2."
+                "confirm_number": ("sound:vm-press", "sound:digits/1", "sound:vm-calldiffnum"),
+                "stored": ("sound:auth-thankyou",),  # "Gracias"
+                "sorry_error": ("sound:vm-sorry",),
+            }
+        ),
+    }
+)
+
+
+def language_defaults(language: str) -> Mapping[str, tuple[str, ...]]:
+    """Default prompts that differ for ``language`` (es, es_MX... share es); {} if none."""
+    return LANGUAGE_PROMPTS.get(language.split("_")[0].lower(), MappingProxyType({}))
+
+
 _DIGITS = frozenset("0123456789")
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -28,9 +30,24 @@ from callback_ari.errors import (
     AriNotFound,
     StoreError,
 )
+from callback_ari.ops import freepbx
 from callback_ari.store.store import connect_redis
 
 CHECK_TIMEOUT_S = 10.0
+# The kit's own contexts (dialplan/extensions_callback.conf); the service never names them.
+KIT_QUEUE_CONTEXT = "callback-queue"
+KIT_OFFER_CONTEXT = "callback-offer"
+KIT_EXIT_CONTEXT = "callback-exit"
+MIN_ASTERISK = 21  # Asterisk 21 dropped Queue()'s macro argument; the kit passes position 9th
+DEFAULT_LANGUAGE = "en"  # asterisk.conf defaultlanguage, what a channel has unless set
+# Files Asterisk's say-number and say-digits use for the read-back and the wait estimate.
+SAY_SOUNDS = tuple(f"digits/{d}" for d in "0123456789")
+
+
+def asterisk_major(version: str) -> int | None:
+    """22 from "22.10.1+dfsg...", "GIT-22-22.0.0-pre1-..." or "certified-20.7-cert1"."""
+    match = re.search(r"(?:^|[-/])(\d{2})\.\d", version)
+    return int(match.group(1)) if match else None
 
 
 class Status(StrEnum):
@@ -52,8 +69,9 @@ class Finding:
 class Doctor:
     """Runs every check against the configured ARI, AMI and Redis."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, asterisk_etc: Path = freepbx.ETC) -> None:
         self._cfg = config
+        self._asterisk_etc = asterisk_etc  # read for FreePBX's generated queue files only
         self.findings: list[Finding] = []
 
     def _add(self, check: str, status: Status, detail: str, fix: str = "") -> None:
@@ -104,8 +122,29 @@ class Doctor:
                 return
             version = info.get("system", {}).get("version", "?") if isinstance(info, dict) else "?"
             self._add("ari.login", Status.PASS, f"Asterisk {version} at {a.url}")
+            self._check_version(str(version))
             await self._check_app(ari, app)
             await self._check_prompts(ari)
+
+    def _check_version(self, version: str) -> None:
+        major = asterisk_major(version)
+        if major is None:
+            self._add(
+                "ari.version",
+                Status.WARN,
+                f"cannot tell the major version from {version!r}",
+                f"the kit needs Asterisk {MIN_ASTERISK}+ (Queue() without the macro argument)",
+            )
+        elif major < MIN_ASTERISK:
+            self._add(
+                "ari.version",
+                Status.FAIL,
+                f"Asterisk {major} is not supported: its Queue() still takes a macro argument, "
+                "so the kit's Queue() line would pass the position as the rule",
+                f"upgrade to Asterisk {MIN_ASTERISK} or later (22 LTS is tested)",
+            )
+        else:
+            self._add("ari.version", Status.PASS, f"Asterisk {major}: the kit's Queue() layout")
 
     async def _check_app(self, ari: AriClient, app: str) -> None:
         try:
@@ -125,28 +164,42 @@ class Doctor:
         )
 
     async def _check_prompts(self, ari: AriClient) -> None:
-        missing: dict[str, set[str]] = {}
-        checked: dict[str, bool] = {}
+        """Every sound: prompt, and the digits Asterisk says numbers with, in every language
+        a queue plays them in (``language``; empty = the channel's, checked as en)."""
+        missing: dict[tuple[str, str], set[str]] = {}  # (sound, language) -> queues
+        checked: dict[tuple[str, str], bool] = {}
         for q in self._cfg.queues.values():
-            for uri in q.prompts.all_uris():
-                scheme, _, target = uri.partition(":")
-                if scheme != "sound":
-                    continue
-                if target not in checked:
-                    checked[target] = await ari.sound_exists(target)
-                if not checked[target]:
-                    missing.setdefault(target, set()).add(q.name)
+            lang = q.language or DEFAULT_LANGUAGE
+            sounds = [u.partition(":")[2] for u in q.prompts.all_uris() if u.startswith("sound:")]
+            for target in (*sounds, *SAY_SOUNDS):
+                key = (target, lang)
+                if key not in checked:
+                    checked[key] = await ari.sound_exists(target, lang)
+                if not checked[key]:
+                    missing.setdefault(key, set()).add(q.name)
+        languages = sorted({lang for _, lang in checked})
         if missing:
-            names = ", ".join(f"sound:{s} ({'/'.join(sorted(qs))})" for s, qs in missing.items())
+            names = ", ".join(
+                f"sound:{s} in {lang} ({'/'.join(sorted(qs))})" for (s, lang), qs in missing.items()
+            )
+            packages = " ".join(
+                f"asterisk-core-sounds-{lang.split('_')[0]}"
+                for lang in sorted({k[1] for k in missing})
+            )
             self._add(
                 "ari.prompts",
                 Status.FAIL,
                 f"missing on the server: {names}",
-                "install asterisk-core-sounds-en (and -extra), or record the prompt and "
-                "set prompt_<name> in the queue section",
+                f"install {packages} (and -extra; Debian puts Spanish in es_MX_f_Allison: link "
+                "sounds/es to it), or record the prompt and set prompt_<name> in the queue "
+                "section, or set language to one that is installed",
             )
         else:
-            self._add("ari.prompts", Status.PASS, f"{len(checked)} sound prompts present")
+            self._add(
+                "ari.prompts",
+                Status.PASS,
+                f"{len({s for s, _ in checked})} sound prompts present in {', '.join(languages)}",
+            )
 
     # --- AMI --------------------------------------------------------------------------
 
@@ -181,7 +234,10 @@ class Doctor:
         try:
             self._add("ami.login", Status.PASS, f"logged in as {m.username!r}")
             await self._check_queues(ami)
-            await self._check_contexts(ami)
+            is_freepbx = await self._detect_freepbx(ami)
+            await self._check_contexts(ami, on_freepbx=is_freepbx)
+            if is_freepbx:
+                self._check_freepbx_queues()
         finally:
             await ami.aclose()
 
@@ -209,12 +265,35 @@ class Doctor:
                 )
                 return
 
-    async def _check_contexts(self, ami: AmiClient) -> None:
-        # (context, queue) -> the [queue:X] keys that name the context
+    async def _detect_freepbx(self, ami: AmiClient) -> bool:
+        for context in freepbx.FREEPBX_CONTEXTS:
+            try:
+                await ami.show_dialplan(context)
+            except AmiActionError:
+                return False
+        self._add(
+            "freepbx",
+            Status.PASS,
+            f"FreePBX dialplan found ([{'], ['.join(freepbx.FREEPBX_CONTEXTS)}]): "
+            "the kit belongs in its *_custom.conf files",
+        )
+        return True
+
+    async def _check_contexts(self, ami: AmiClient, *, on_freepbx: bool = False) -> None:
+        # (context, extension) -> the [queue:X] keys that name the context ("" = the kit's own)
         wanted: dict[tuple[str, str], list[str]] = {}
         for q in self._cfg.queues.values():
+            wanted.setdefault((KIT_QUEUE_CONTEXT, q.name), [])
+            wanted.setdefault((KIT_OFFER_CONTEXT, q.name), [])
+            wanted.setdefault((KIT_EXIT_CONTEXT, q.request_digit), [])
             wanted.setdefault((q.return_context, q.name), []).append("return_context")
             wanted.setdefault((q.connect_context, q.name), []).append("connect_context")
+        where = (
+            "/etc/asterisk/extensions_custom.conf (FreePBX rewrites extensions.conf and "
+            "extensions_additional.conf), then `fwconsole reload`"
+            if on_freepbx
+            else "extensions.conf, then `dialplan reload`"
+        )
         for (context, exten), keys in wanted.items():
             check = f"dialplan.{exten}@{context}"
             try:
@@ -222,18 +301,59 @@ class Doctor:
             except AmiActionError as exc:
                 if "context" in exc.message.lower():
                     fix = (
-                        f"define [{context}] (extensions_callback.conf has the callback-* "
-                        "contexts: #include it in extensions.conf) and `dialplan reload`, "
-                        f"or set {' / '.join(keys)} in [queue:{exten}] to a context that exists"
+                        f"define [{context}]: the callback-* contexts are in "
+                        f"extensions_callback.conf; #include it in {where}"
+                    )
+                    if keys:
+                        fix += f", or set {' / '.join(keys)} in [queue:{exten}] to one that exists"
+                elif context == KIT_EXIT_CONTEXT:
+                    fix = (
+                        f"[{context}] needs extension {exten!r}, the queue's request_digit "
+                        f"(extensions_callback.conf defines 1); add it in {where}"
                     )
                 else:
                     fix = (
                         f"add extension {exten!r} to [{context}] (copy the 'support' block of "
-                        "extensions_callback.conf), then `dialplan reload`"
+                        f"extensions_callback.conf) in {where}"
                     )
                 self._add(check, Status.FAIL, exc.message, fix)
             else:
                 self._add(check, Status.PASS, f"{exten}@{context} exists")
+
+    def _check_freepbx_queues(self) -> None:
+        """FreePBX: each queue's context= must be the kit's exit context, set where FreePBX
+        does not overwrite it (queues_post_custom.conf)."""
+        for q in self._cfg.queues.values():
+            check = f"freepbx.{q.name}.context"
+            fix = freepbx.context_fix(q.name, KIT_EXIT_CONTEXT, self._asterisk_etc)
+            try:
+                found = freepbx.read_queue_context(q.name, self._asterisk_etc)
+            except OSError as exc:
+                self._add(
+                    check,
+                    Status.WARN,
+                    f"cannot read FreePBX's queue files to check context= ({exc.strerror})",
+                    f"run check as root, or verify by hand: {fix}",
+                )
+                continue
+            if found.effective == KIT_EXIT_CONTEXT:
+                self._add(check, Status.PASS, f"context = {KIT_EXIT_CONTEXT} ({freepbx.CUSTOM})")
+            elif found.effective is None:
+                self._add(
+                    check,
+                    Status.FAIL,
+                    f"queue {q.name} has no context=: the exit digit "
+                    f"{q.request_digit!r} does nothing (queues_post_custom.conf not used?)",
+                    fix,
+                )
+            else:
+                self._add(
+                    check,
+                    Status.FAIL,
+                    f"queue {q.name} has context = {found.effective} (a Break Out Menu, or "
+                    f"another context), not {KIT_EXIT_CONTEXT}",
+                    fix,
+                )
 
     # --- Redis ------------------------------------------------------------------------
 

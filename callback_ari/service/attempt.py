@@ -255,7 +255,7 @@ class AttemptRunner:
         for play in range(1, CONFIRM_PLAYS + 1):
             playback_id = f"{a.channel_id}-p{play}"
             try:
-                await self._ari.play(a.channel_id, media, playback_id)
+                await self._ari.play(a.channel_id, media, playback_id, q.language)
             except AriNotFound:
                 return Outcome.HANGUP, "hangup/before-prompt"
             result = await self._wait_for_one(a, playback_id)

@@ -23,6 +23,10 @@ from callback_ari.store.store import CallbackStore
 log = structlog.get_logger(__name__)
 
 ENTRIES = ("timeout", "digit", "withdraw")
+# A booked caller goes back to the kit with this channel variable; the kit's subroutine then
+# returns QUEUESTATUS=CALLBACK (dialplan/extensions_callback.conf, [callback-offer]).
+CB_RESULT = "CB_RESULT"
+CB_RESULT_CALLBACK = "CALLBACK"
 
 
 @dataclass(frozen=True, slots=True)

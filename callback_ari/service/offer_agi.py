@@ -3,9 +3,10 @@
 For dialplan-first installations: ``AGI(agi://127.0.0.1:4573/offer?queue=support)`` (optionally
 ``&entry=timeout&join=${CB_JOIN}&position=${QUEUEPOSITION}``), or the Stasis-style arguments
 ``AGI(agi://127.0.0.1:4573/offer,support,timeout,${CB_JOIN},${QUEUEPOSITION})``. The session
-ends by setting the dialplan location (return context) or hanging up, exactly like the ARI
-driver. If the session ends any other way (error, timeout) the socket is closed and Asterisk
-continues after ``AGI()``: the dialplan should send the caller back to the queue there.
+ends by setting the dialplan location (return context) or, for a booked caller, by setting
+``CB_RESULT=CALLBACK`` for the kit's line after ``AGI()``, exactly like the ARI driver. If the
+session ends any other way (error, timeout) the socket is closed and Asterisk continues after
+``AGI()``: the dialplan should send the caller back to the queue there.
 
 The wire (environment, replies, the listening socket) is ``agi.py``.
 """
@@ -28,6 +29,8 @@ from callback_ari.errors import AgiError, AgiHangup
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
+    CB_RESULT,
+    CB_RESULT_CALLBACK,
     OfferEntry,
     hold_for_hangup_ms,
     number_validator,
@@ -83,6 +86,8 @@ class AgiOfferSession:
         todo: deque[offer.Action] = deque(self._machine.start())
         try:
             async with asyncio.timeout(self._dialogue_timeout):
+                if q.language:  # AGI plays and says numbers in the channel's language
+                    await self._agi.command("SET", "VARIABLE", "CHANNEL(language)", q.language)
                 # The last actions (continue, hang up) come with the machine already done.
                 while self.result == "running" and (todo or not self._machine.done):
                     if todo:
@@ -156,9 +161,11 @@ class AgiOfferSession:
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
+                # Booked: the kit's line after AGI() sees CB_RESULT and returns
+                # QUEUESTATUS=CALLBACK to the admin's dialplan.
                 self.result = reason
                 with contextlib.suppress(AgiError):  # gone already: nothing left to do
-                    await self._agi.command("HANGUP")
+                    await self._agi.command("SET", "VARIABLE", CB_RESULT, CB_RESULT_CALLBACK)
             case offer.StopPlayback():
                 pass  # AGI playback already stopped when the key came back
         return []

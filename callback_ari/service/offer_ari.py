@@ -2,8 +2,9 @@
 
 The machine decides; this module only executes its actions (play, stop, timers, store,
 continue, hang up) against ARI and the store, and turns ARI events back into machine inputs.
-Every exit path ends with the caller either stored-and-hung-up or continued back into the
-queue at the position they left; a caller who hangs up just ends the session.
+Every exit path ends with the caller either stored and handed back to the kit with
+``CB_RESULT=CALLBACK`` (its subroutine returns ``QUEUESTATUS=CALLBACK``) or continued back into
+the queue at the position they left; a caller who hangs up just ends the session.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from callback_ari.errors import AriError, AriNotFound
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
+    CB_RESULT,
+    CB_RESULT_CALLBACK,
     OfferEntry,
     hold_for_hangup_ms,
     number_validator,
@@ -172,7 +175,7 @@ class OfferSession:
                 playback_id = f"{self.channel_id}-o{token}"
                 self._playback = (playback_id, token)
                 try:
-                    await self._ari.play(self.channel_id, media, playback_id)
+                    await self._ari.play(self.channel_id, media, playback_id, self._q.language)
                 except AriNotFound:
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
@@ -194,8 +197,7 @@ class OfferSession:
                     reason if reason in ("stored", "existing") else str(self._machine.result)
                 )
                 self._ended = True
-                with contextlib.suppress(AriError):
-                    await self._ari.hangup(self.channel_id)
+                await self._hand_back_booked()
 
     def _note_gone(self) -> None:
         if self._gone_ms is None:
@@ -243,6 +245,19 @@ class OfferSession:
         if isinstance(event, offer.Stored) and event.created:
             self._held = event.callback_id
         return event
+
+    async def _hand_back_booked(self) -> None:
+        """The caller has a callback: back to the kit, which returns QUEUESTATUS=CALLBACK.
+
+        ``CB_RESULT=CALLBACK`` and a continue to the line after ``Stasis()`` let the admin's
+        dialplan say goodbye or hang up; if that fails the call is hung up as before.
+        """
+        try:
+            await self._ari.set_variable(self.channel_id, CB_RESULT, CB_RESULT_CALLBACK)
+            await self._ari.continue_next(self.channel_id)
+        except AriError:
+            with contextlib.suppress(AriError):
+                await self._ari.hangup(self.channel_id)
 
     async def return_without_offer(self, reason: str) -> None:
         """Callbacks are closed for this queue (or we shut down): the caller keeps holding."""

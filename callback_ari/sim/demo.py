@@ -45,7 +45,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEADLINE_BASE_S, DEADLINE_STORY_S = 30.0, 600.0
 READY_TIMEOUT_S = 15.0
 KIT_NAME = "extensions_callback.conf"
-INCOMING = f"[from-trunk]\nexten => {QUEUE},1,Goto(callback-queue,{QUEUE},1)\n"
+INCOMING = (
+    f"[from-trunk]\nexten => {QUEUE},1,Gosub(callback-queue,{QUEUE},1())\n same => n,Hangup()\n"
+)
 REDIS_MISSING = (
     "callback-ari demo: redis-server is not installed; install it with "
     "`sudo apt-get install -y redis-server` (or run `bash .ci/install`)"

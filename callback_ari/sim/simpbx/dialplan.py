@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from typing import Final
 
 import structlog
@@ -20,7 +22,7 @@ from callback_ari.sim.simpbx.extensions import (
     strftime,
     truthy,
 )
-from callback_ari.sim.simpbx.model import CallerId, Channel
+from callback_ari.sim.simpbx.model import CallerId, Channel, GosubFrame
 from callback_ari.sim.simpbx.pbx import Pbx
 from callback_ari.sim.simpbx.sounds import media_duration
 
@@ -28,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 STOP: Final = "stop"
 Jump = tuple[str, str, int]
+# ${NAME:offset} / ${NAME:offset:length} after a variable or a function's closing parenthesis
+_SUBSTRING = re.compile(r"^(.*?(?:\)|[\w.]))((?::-?\d*){1,2})$")
 
 
 class FunctionError(Exception):
@@ -97,11 +101,13 @@ class Dialplan:
         return expand(text, lambda name: self._lookup(ch, name))
 
     def _lookup(self, ch: Channel | None, name: str) -> str:
+        m = _SUBSTRING.match(name)
+        base, cut = (m.group(1), m.group(2)) if m else (name, "")
         try:
-            value = self.read(ch, name)
+            value = self.read(ch, base)
         except FunctionError:
             return ""
-        return "" if value is None else value
+        return _substring("" if value is None else value, cut)
 
     def read(self, ch: Channel | None, name: str) -> str | None:
         """A variable or function value; None when an ordinary variable is unset."""
@@ -109,6 +115,8 @@ class Dialplan:
             func, _, args = name[:-1].partition("(")
             return self._function(ch, func.strip().upper(), args)
         if ch is not None:
+            if ch.gosub_stack and name in ch.gosub_stack[-1].locals:
+                return ch.gosub_stack[-1].locals[name]
             if name in ch.variables:
                 return ch.variables[name]
             builtin = {
@@ -117,6 +125,7 @@ class Dialplan:
                 "PRIORITY": str(ch.priority),
                 "UNIQUEID": ch.id,
                 "CHANNEL": ch.name,
+                "EPOCH": str(int(time.time())),
             }.get(name)
             if builtin is not None:
                 return builtin
@@ -151,6 +160,9 @@ class Dialplan:
         """Set(name=value), also for GLOBAL() and CALLERID()."""
         name = name.strip().lstrip("_")
         upper = name.upper()
+        if upper.startswith("LOCAL(") and name.endswith(")") and ch.gosub_stack:
+            ch.gosub_stack[-1].locals[name[6:-1]] = value
+            return
         if upper.startswith("GLOBAL(") and name.endswith(")"):
             self.pbx.globals[name[7:-1]] = value
             return
@@ -242,6 +254,16 @@ class Dialplan:
             return self._target(ch, yes if truthy(cond) else no, ext)
         elif name == "goto":
             return self._target(ch, data, ext)
+        elif name == "gosub":
+            return self._gosub(ch, data, ext)
+        elif name == "return":
+            if not ch.gosub_stack:
+                log.warning("simpbx.return_without_gosub", channel=ch.name)
+                pbx.pbx_end(ch)
+                return STOP
+            frame = ch.gosub_stack.pop()
+            pbx.set_var(ch, "GOSUB_RETVAL", data)
+            return frame.back
         elif name == "queue":
             return await self._queue(ch, data)
         elif name == "stasis":
@@ -275,6 +297,20 @@ class Dialplan:
             log.warning("simpbx.unknown_app", app=app)
         return None
 
+    def _gosub(self, ch: Channel, data: str, ext: Extension | None) -> Jump | None:
+        """Gosub([[context,]exten,]priority(arg1,...)): push a frame, jump; ARGn are LOCAL."""
+        target, _, args = data.partition("(")
+        args = args[: args.rfind(")")] if ")" in args else args
+        jump = self._target(ch, target, ext)
+        if jump is None:
+            return None
+        values = args.split(",") if args else []
+        previous = len(ch.gosub_stack[-1].locals) if ch.gosub_stack else 0
+        local = {f"ARG{n}": "" for n in range(1, previous + 1)}  # an outer ARGn never leaks in
+        local |= {f"ARG{n}": v for n, v in enumerate(values, start=1)}
+        ch.gosub_stack.append(GosubFrame((ch.context, ch.exten, ch.priority + 1), local))
+        return jump
+
     async def _queue(self, ch: Channel, data: str) -> Jump | str | None:
         result = await self.pbx.queues.run_queue(ch, data.split(","))
         if isinstance(result, tuple):
@@ -307,3 +343,18 @@ class Dialplan:
         fields = [*self.pbx.ami_channel_fields(ch), ("UserEvent", event)]
         fields += [(k, v) for k, v in body.items() if k != "eventname"]
         self.pbx.ami("UserEvent", "user,all", fields)
+
+
+def _substring(value: str, cut: str) -> str:
+    """``${VAR:offset:length}`` as Asterisk: negative offset from the end, negative length
+    leaves that many off the end."""
+    if not cut:
+        return value
+    parts = cut[1:].split(":")
+    offset = int(parts[0] or 0)
+    start = max(0, len(value) + offset) if offset < 0 else min(offset, len(value))
+    rest = value[start:]
+    if len(parts) < 2 or parts[1] == "":
+        return rest
+    length = int(parts[1])
+    return rest[:length] if length >= 0 else rest[: max(0, len(rest) + length)]

@@ -41,30 +41,51 @@ exten => joinc,1,Answer()
 """
 
 # dialplan/extensions_callback.conf of this project, per queue ({q}); {{ }} are literal braces.
+# The incoming route calls it as the README says: Gosub in place of Queue().
 KIT_TEMPLATE = """
 [{incoming}]
-exten => {q},1,Goto(callback-queue,{q},1)
+exten => {q},1,Gosub(callback-queue,{q},1())
+ same => n,Hangup()
 [callback-queue]
-exten => {q},1,NoOp(callback-ari: caller ${{CALLERID(num)}} enters queue ${{EXTEN}})
+exten => {q},1,NoOp(callback-ari: caller ***${{CALLERID(num):-4}} enters queue ${{EXTEN}})
+ same => n,ExecIf($["${{CB_QUEUE}}" != "${{EXTEN}}"]?Set(__CB_JOIN=))
  same => n,Set(__CB_QUEUE=${{EXTEN}})
  same => n,ExecIf($["${{CB_JOIN}}" = ""]?Set(__CB_JOIN=${{STRFTIME(,,%s%3q)}}))
+ same => n,Set(CB_POSITION=${{ARG8}})
+ same => n,Set(CB_DEADLINE=)
+ same => n,ExecIf($["${{ARG4}}" != ""]?Set(CB_DEADLINE=$[${{EPOCH}} + ${{ARG4}}]))
  same => n,Set(CB_WAIT={timeout})
  same => n(wait),Answer()
- same => n,Queue(${{EXTEN}},,,,${{CB_WAIT}},,,,${{CB_POSITION}})
- same => n,GotoIf($["${{QUEUESTATUS}}" = "TIMEOUT"]?callback-offer,${{EXTEN}},timeout)
+ same => n,Set(CB_TIMEOUT=${{CB_WAIT}})
+ same => n,GotoIf($["${{CB_DEADLINE}}" = ""]?join)
+ same => n,Set(CB_LEFT=$[${{CB_DEADLINE}} - ${{EPOCH}}])
+ same => n,GotoIf($[${{CB_LEFT}} <= 0]?expired)
+ same => n,ExecIf($["${{CB_TIMEOUT}}" = "" | ${{CB_LEFT}} < 0${{CB_TIMEOUT}}]?Set(CB_TIMEOUT=${{CB_LEFT}}))
+ same => n(join),Queue(${{EXTEN}},${{ARG1}},${{ARG2}},${{ARG3}},${{CB_TIMEOUT}},${{ARG5}},${{ARG6}},${{ARG7}},${{CB_POSITION}})
  same => n,GotoIf($["${{QUEUESTATUS}}" = "WITHDRAW"]?callback-offer,${{EXTEN}},withdraw)
- same => n,Hangup()
+ same => n,GotoIf($["${{QUEUESTATUS}}" != "TIMEOUT" | "${{CB_WAIT}}" = ""]?done)
+ same => n,GotoIf($["${{CB_DEADLINE}}" = ""]?callback-offer,${{EXTEN}},timeout)
+ same => n,GotoIf($[${{EPOCH}} < ${{CB_DEADLINE}}]?callback-offer,${{EXTEN}},timeout)
+ same => n,Goto(done)
+ same => n(expired),Set(QUEUESTATUS=TIMEOUT)
+ same => n(done),NoOp(callback-ari: caller ***${{CALLERID(num):-4}} leaves ${{EXTEN}}: ${{QUEUESTATUS}})
+ same => n,Return()
 [callback-offer]
 exten => {q},1(timeout),Set(CB_ENTRY=timeout)
  same => n,Goto(offer)
  same => n(withdraw),Set(CB_ENTRY=withdraw)
  same => n,Goto(offer)
  same => n(digit),Set(CB_ENTRY=digit)
- same => n(offer),Stasis({app},offer,${{EXTEN}},${{CB_ENTRY}},${{CB_JOIN}},${{QUEUEPOSITION}})
- same => n,GotoIf($["${{STASISSTATUS}}" = "FAILED"]?callback-return,${{EXTEN}},1)
- same => n,Hangup()
+ same => n(offer),Set(CB_RESULT=)
+ same => n,Stasis({app},offer,${{EXTEN}},${{CB_ENTRY}},${{CB_JOIN}},${{QUEUEPOSITION}})
+ same => n,GotoIf($["${{CB_RESULT}}" = "CALLBACK"]?callback)
+ same => n,Set(CB_POSITION=${{QUEUEPOSITION}})
+ same => n,Goto(callback-return,${{EXTEN}},1)
+ same => n(callback),Set(QUEUESTATUS=CALLBACK)
+ same => n,NoOp(callback-ari: caller ***${{CALLERID(num):-4}} leaves ${{EXTEN}}: CALLBACK)
+ same => n,Return()
 [callback-return]
-exten => {q},1,NoOp(callback-ari: ${{CALLERID(num)}} returns to ${{EXTEN}} at ${{CB_POSITION}})
+exten => {q},1,NoOp(callback-ari: caller ***${{CALLERID(num):-4}} returns to ${{EXTEN}} at position ${{CB_POSITION}})
  same => n,Set(CB_WAIT=)
  same => n,Goto(callback-queue,${{EXTEN}},wait)
 [callback-connect]
@@ -207,34 +228,90 @@ def _find_close(text: str, start: int) -> int:
     return len(text)
 
 
-def evaluate(expr: str) -> str:
-    """``$[...]``: string/number comparisons (= != < > <= >=), else the text itself."""
-    e = expr.strip()
+_OPERATOR_LEVELS: tuple[tuple[str, ...], ...] = (
+    ("|",),
+    ("&",),
+    ("!=", ">=", "<=", "=", ">", "<"),
+    ("+", "-"),
+    ("*", "/", "%"),
+)
+_ALL_OPERATORS = tuple(op for level in _OPERATOR_LEVELS for op in level)
+
+
+def _last_operator(e: str, level: tuple[str, ...]) -> tuple[int, str] | None:
+    """The right-most operator of ``level`` outside quotes (left associativity)."""
+    found: tuple[int, str] | None = None
     in_quote = False
-    for i, c in enumerate(e):
+    previous = ""  # the last non-space character outside quotes: '' or an operator = unary
+    i = 0
+    while i < len(e):
+        c = e[i]
         if c == '"':
             in_quote = not in_quote
+            previous = '"'
+            i += 1
             continue
-        if in_quote:
+        if in_quote or c.isspace():
+            i += 1
             continue
-        for op in ("!=", ">=", "<=", "=", ">", "<"):
-            if e.startswith(op, i):
-                a = e[:i].strip().strip('"')
-                b = e[i + len(op) :].strip().strip('"')
-                try:
-                    x: float | str = float(a)
-                    y: float | str = float(b)
-                except ValueError:
-                    x, y = a, b
-                result = {
-                    "!=": x != y,
-                    ">=": x >= y,  # type: ignore[operator]
-                    "<=": x <= y,  # type: ignore[operator]
-                    "=": x == y,
-                    ">": x > y,  # type: ignore[operator]
-                    "<": x < y,  # type: ignore[operator]
-                }[op]
-                return "1" if result else "0"
+        op = next((o for o in _ALL_OPERATORS if e.startswith(o, i)), None)
+        if op is None:
+            previous = c
+            i += 1
+            continue
+        unary = op == "-" and (previous == "" or previous in "|&!=<>+-*/%")
+        if op in level and not unary:
+            found = (i, op)
+        previous = op[-1]
+        i += len(op)
+    return found
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def evaluate(expr: str) -> str:
+    """``$[...]``: ``| &``, comparisons (= != < > <= >=) and ``+ - * / %``, as ast_expr."""
+    e = expr.strip()
+    for level in _OPERATOR_LEVELS:
+        hit = _last_operator(e, level)
+        if hit is None:
+            continue
+        i, op = hit
+        a, b = evaluate(e[:i]), evaluate(e[i + len(op) :])
+        if op == "|":
+            return a if truthy(a) else b
+        if op == "&":
+            return a if truthy(a) and truthy(b) else "0"
+        x, y = _number(a), _number(b)
+        if op in ("+", "-", "*", "/", "%"):
+            if x is None or y is None:
+                return "0"  # Asterisk warns "non-numeric argument" and uses 0
+            value = {"+": x + y, "-": x - y, "*": x * y}.get(op)
+            if value is None:
+                if y == 0:
+                    return "0"
+                value = int(x / y) if op == "/" else x % y
+            return str(int(value)) if float(value).is_integer() else str(value)
+        left: int | float | str = a if x is None or y is None else x
+        right: int | float | str = b if x is None or y is None else y
+        result = {
+            "!=": left != right,
+            ">=": left >= right,  # type: ignore[operator]
+            "<=": left <= right,  # type: ignore[operator]
+            "=": left == right,
+            ">": left > right,  # type: ignore[operator]
+            "<": left < right,  # type: ignore[operator]
+        }[op]
+        return "1" if result else "0"
     return e.strip('"')
 
 

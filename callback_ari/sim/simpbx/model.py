@@ -55,6 +55,14 @@ class CallerId:
         return {"name": self.name, "number": self.number}
 
 
+@dataclass
+class GosubFrame:
+    """One Gosub(): where Return() goes and the frame's LOCAL() variables (ARG1...)."""
+
+    back: tuple[str, str, int]
+    locals: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class Channel:
     """One Asterisk channel (a Local half, an inbound caller, an outbound trunk call)."""
@@ -76,6 +84,7 @@ class Channel:
     half: int = 0  # 1 or 2 for Local halves
     has_pbx: bool = False  # runs dialplan started by its channel driver (;2, inbound)
     variables: dict[str, str] = field(default_factory=dict)
+    gosub_stack: list[GosubFrame] = field(default_factory=list)  # Gosub() frames, innermost last
     subscribers: set[str] = field(default_factory=set)  # ARI apps subscribed to it
     stasis_app: str | None = None
     stasis_from_dialplan: bool = False
