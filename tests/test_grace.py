@@ -86,53 +86,58 @@ async def test_release_is_idempotent_and_never_makes_an_attempt_later(
 # --- end to end --------------------------------------------------------------------------
 
 TIME_SCALE = 0.05
-INCOMING = "[from-trunk]\nexten => support,1,Goto(callback-queue,support,1)\n"
 GRACE_S = 1
-# "Goodbye" that lasts 80 digits = 67 PBX seconds = 3.4 s here: well past the grace, so an
-# attempt timed from storage would dial while the caller still hears it.
+ROUTE = "[from-trunk]\nexten => support,1,Gosub(callback-queue,support,1())\n"
+# Two ways a caller stays on the line after booking, each 3+ s here (well past the grace):
+# a "goodbye" of 80 digits (67 PBX seconds) in our dialogue, or the admin's route keeping the
+# call after the kit returned QUEUESTATUS=CALLBACK (60 PBX seconds), where no ARI event tells
+# the service when the line goes down.
 LONG_GOODBYE = "digits:" + "1" * 80
+CASES = {
+    "goodbye_in_dialogue": ({"prompt_goodbye": LONG_GOODBYE}, " same => n,Hangup()\n"),
+    "route_keeps_the_call": ({}, " same => n,Wait(60)\n same => n,Hangup()\n"),
+}
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SimAsterisk]:
-    async with SimAsterisk(time_scale=TIME_SCALE, dialplan=KIT + INCOMING) as pbx:
-        pbx.add_queue("support", ["agent1"], handle_time=2.0)
-        pbx.set_devstate("Custom:agent1", "INUSE")
-        yield pbx
-
-
+@pytest.mark.parametrize("case", sorted(CASES))
 async def test_first_attempt_waits_for_the_inbound_hangup_plus_grace(
-    sim: SimAsterisk, redis_url: str
+    redis_url: str, case: str
 ) -> None:
-    config = service_config(
-        sim,
-        redis_url,
-        queues={"support": {"first_attempt_grace": GRACE_S, "prompt_goodbye": LONG_GOODBYE}},
-    )
-    client, store = await store_for(redis_url)
-    try:
-        async with running_service(config):
-            caller = sim.caller_joins("support", "2025551234", "Alice")
-            await sim.wait_ami_event("QueueCallerAbandon", timeout=5)
-            mark = await wait_prompt(sim, caller.id, "queue-thankyou")
-            sim.press_digit(caller.id, "1")
-            mark = await wait_prompt(sim, caller.id, "if-correct-press", since=mark)
-            # A member is ready from before the callback exists: only the grace holds it back.
-            sim.set_devstate("Custom:agent1", "NOT_INUSE")
-            sim.press_digit(caller.id, "1")
-            await wait_prompt(sim, caller.id, "digits:1111", since=mark)  # the long goodbye
-            stored_at = time.time()
-            await sim.wait_for(lambda: caller.destroyed, timeout=15)
-            hung_up_at = time.time()
-            assert hung_up_at - stored_at > 2 * GRACE_S  # the goodbye really outlasted the grace
-            assert sim.originates == []  # never dialled while their own call was up
-            await sim.wait_for(lambda: bool(sim.originates), timeout=GRACE_S + 10)
-            first = sim.originates[0]
-            assert first.query["endpoint"] == "PJSIP/2025551234@trunk"
-            # polled hang-up time is late by at most one poll: allow 0.2 s
-            assert first.at - hung_up_at >= GRACE_S - 0.2, first.at - hung_up_at
-            assert first.at - hung_up_at < GRACE_S + 6  # and it does come (safety pass <= 5 s)
-            async with asyncio.timeout(10):
-                await wait_for_callback(store, lambda cbs: cbs and cbs[0].attempts == 1)
-    finally:
-        await client.aclose()
+    queue_keys, route_tail = CASES[case]
+    async with SimAsterisk(time_scale=TIME_SCALE, dialplan=KIT + ROUTE + route_tail) as sim:
+        sim.add_queue("support", ["agent1"], handle_time=2.0)
+        sim.set_devstate("Custom:agent1", "INUSE")
+        config = service_config(
+            sim, redis_url, queues={"support": {"first_attempt_grace": GRACE_S, **queue_keys}}
+        )
+        client, store = await store_for(redis_url)
+        try:
+            async with running_service(config):
+                await _book_and_check(sim, store)
+        finally:
+            await client.aclose()
+
+
+async def _book_and_check(sim: SimAsterisk, store: CallbackStore) -> None:
+    caller = sim.caller_joins("support", "2025551234", "Alice")
+    await sim.wait_ami_event("QueueCallerAbandon", timeout=5)
+    mark = await wait_prompt(sim, caller.id, "queue-thankyou")
+    sim.press_digit(caller.id, "1")
+    mark = await wait_prompt(sim, caller.id, "if-correct-press", since=mark)
+    # A member is ready from before the callback exists: only the grace holds it back.
+    sim.set_devstate("Custom:agent1", "NOT_INUSE")
+    sim.press_digit(caller.id, "1")
+    await wait_prompt(sim, caller.id, "num-was-successfully", since=mark)  # "stored"
+    stored_at = time.time()
+    await sim.wait_for(lambda: caller.destroyed, timeout=15)
+    hung_up_at = time.time()
+    assert hung_up_at - stored_at > 2 * GRACE_S  # the call really outlasted the grace
+    assert sim.originates == []  # never dialled while their own call was up
+    await sim.wait_for(lambda: bool(sim.originates), timeout=GRACE_S + 10)
+    first = sim.originates[0]
+    assert first.query["endpoint"] == "PJSIP/2025551234@trunk"
+    # the polled hang-up time is late by at most one poll: allow 0.2 s
+    assert first.at - hung_up_at >= GRACE_S - 0.2, first.at - hung_up_at
+    assert first.at - hung_up_at < GRACE_S + 6  # and it does come
+    async with asyncio.timeout(10):
+        await wait_for_callback(store, lambda cbs: cbs and cbs[0].attempts == 1)

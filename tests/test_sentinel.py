@@ -27,7 +27,9 @@ from tests.harness import KIT, running_service, service_config, wait_prompt
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 TIME_SCALE = 0.05
-INCOMING = "[from-trunk]\nexten => support,1,Goto(callback-queue,support,1)\n"
+INCOMING = (
+    "[from-trunk]\nexten => support,1,Gosub(callback-queue,support,1())\n same => n,Hangup()\n"
+)
 STORED = "num-was-successfully"
 SORRY = "sound:sorry"
 

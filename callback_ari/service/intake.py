@@ -198,6 +198,16 @@ async def store_from_dialogue(
     return offer.Stored(cb.id, created, wait_estimate())
 
 
+@dataclass(frozen=True, slots=True)
+class HeldCallback:
+    """A callback booked in a call, held back until that call's channel is gone."""
+
+    queue: str
+    callback_id: str
+    channel_id: str  # the caller's inbound channel (ARI id = Asterisk uniqueid)
+    until_ms: int  # the fallback: the first attempt comes then at the latest
+
+
 def hold_for_hangup_ms(q: QueueConfig, now_ms: int, dialogue_timeout_s: float) -> int:
     """Until when a callback stored from a call waits for its caller's line to go down.
 

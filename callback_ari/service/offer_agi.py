@@ -31,13 +31,13 @@ from callback_ari.models import Origin
 from callback_ari.service.intake import (
     CB_RESULT,
     CB_RESULT_CALLBACK,
+    HeldCallback,
     OfferEntry,
     hold_for_hangup_ms,
     number_validator,
     offer_finished,
     offer_settings,
     offer_started,
-    release_after_hangup,
     store_from_dialogue,
 )
 from callback_ari.store.store import CallbackStore
@@ -72,7 +72,7 @@ class AgiOfferSession:
             offer_settings(self._q), number_validator(self._q), caller_id=self._caller_id
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
-        self._held: str | None = None  # a callback we stored, held back until the line is down
+        self._stored: HeldCallback | None = None  # booked here: held until the line is down
         self.result = "running"
 
     async def run(self) -> str:
@@ -109,12 +109,15 @@ class AgiOfferSession:
             await self._back_to_queue("error")
         if self.result == "running":
             self.result = str(self._machine.result or "abandoned")
-        if self._held is not None and not self.result.startswith("continued:"):
-            # The dialogue ends with HANGUP (answered when the line is down) or with the
-            # caller gone: either way the inbound call is over now.
-            await release_after_hangup(self._store, self._q, self._held, self._clock.now_ms())
         offer_finished(self._metrics, q, self.result, channel_id=channel_id, frontend="agi")
         return self.result
+
+    @property
+    def held(self) -> HeldCallback | None:
+        """The callback booked in this dialogue, still held until the caller's line is down."""
+        if self._stored is None or self.result.startswith("continued:"):
+            return None
+        return self._stored
 
     async def _idle_input(self) -> offer.Event:
         """Nothing is playing: wait for a key until the armed timer runs out."""
@@ -156,7 +159,12 @@ class AgiOfferSession:
                     held_until_ms=held_until,
                 )  # fmt: skip
                 if isinstance(result, offer.Stored) and result.created:
-                    self._held = result.callback_id
+                    self._stored = HeldCallback(
+                        self._q.name,
+                        result.callback_id,
+                        self._agi.env.get("agi_uniqueid", ""),
+                        held_until,
+                    )
                 return self._machine.handle(result)
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
@@ -232,9 +240,9 @@ class AgiOffers:
     def __init__(
         self, *, store: CallbackStore, config: Config, metrics: Metrics, clock: Clock,
         wait_estimate: Callable[[str], float | None] = lambda _q: None,
-        on_finished: Callable[[str], None] = lambda _q: None,
+        on_booked: Callable[[HeldCallback], None] = lambda _held: None,
     ) -> None:  # fmt: skip
-        self._on_finished = on_finished  # a stored callback's first attempt was just set
+        self._on_booked = on_booked  # the service releases it once the caller's line is down
         self._store = store
         self._config = config
         self._metrics = metrics
@@ -256,16 +264,19 @@ class AgiOffers:
             wait_estimate=lambda: self._wait_estimate(entry.queue), clock=self._clock,
         )  # fmt: skip
         result = await session.run()
-        self._on_finished(entry.queue)
+        if session.held is not None:
+            self._on_booked(session.held)
         return result
 
 
 def offer_server(
     *, store: CallbackStore, config: Config, metrics: Metrics, clock: Clock,
     wait_estimate: Callable[[str], float | None] = lambda _q: None,
+    on_booked: Callable[[HeldCallback], None] = lambda _held: None,
 ) -> AgiServer:  # fmt: skip
     """A FastAGI server running one offer dialogue per connection."""
     offers = AgiOffers(
-        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=wait_estimate
-    )
+        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=wait_estimate,
+        on_booked=on_booked,
+    )  # fmt: skip
     return AgiServer(offers, on_crash=lambda: metrics.errors.labels("agi").inc())

@@ -27,20 +27,18 @@ from callback_ari.models import Origin
 from callback_ari.service.intake import (
     CB_RESULT,
     CB_RESULT_CALLBACK,
+    HeldCallback,
     OfferEntry,
     hold_for_hangup_ms,
     number_validator,
     offer_finished,
     offer_settings,
     offer_started,
-    release_after_hangup,
     store_from_dialogue,
 )
 from callback_ari.store.store import CallbackStore
 
 log = structlog.get_logger(__name__)
-
-HANGUP_SEEN_S = 10.0  # how long a dialogue that stored a callback waits to see its line go down
 
 
 class OfferSession:
@@ -76,8 +74,7 @@ class OfferSession:
         self._playback: tuple[str, int] | None = None  # (playback id, token)
         self._timer: tuple[float, int] | None = None  # (loop deadline, token)
         self._ended = False
-        self._held: str | None = None  # a callback we stored, held back until the line is down
-        self._gone_ms: int | None = None  # when StasisEnd/ChannelDestroyed said the line is down
+        self._stored: HeldCallback | None = None  # booked here: held until the line is down
         self.result = "running"
 
     @property
@@ -130,8 +127,6 @@ class OfferSession:
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
             await self._back_to_queue("error")
         self.result = self.result if self.result != "running" else str(self._machine.result)
-        if self._held is not None and not self.result.startswith("continued:"):
-            await self._release_when_gone(self._held)
         offer_finished(self._metrics, q, self.result, channel_id=self.channel_id, frontend="ari")
         return self.result
 
@@ -163,9 +158,7 @@ class OfferSession:
                 return offer.PlaybackDone(token)
             return None
         if isinstance(event, ev.ChannelHangupRequest | ev.StasisEnd | ev.ChannelDestroyed):
-            if isinstance(event, ev.StasisEnd | ev.ChannelDestroyed):
-                self._ended = True
-                self._note_gone()
+            self._ended = self._ended or isinstance(event, ev.StasisEnd | ev.ChannelDestroyed)
             return offer.Hangup()
         return None
 
@@ -199,34 +192,13 @@ class OfferSession:
                 self._ended = True
                 await self._hand_back_booked()
 
-    def _note_gone(self) -> None:
-        if self._gone_ms is None:
-            self._gone_ms = self._clock.now_ms()
-
-    async def _release_when_gone(self, callback_id: str) -> None:
-        """Start the first attempt's grace when the caller's own line is down, not before.
-
-        The line goes down after "goodbye" (our hang-up) or when the caller hangs up; either
-        way Asterisk says so with StasisEnd. Not seen in time: ask for the channel; still
-        there, the callback keeps the fallback deadline it was stored with.
-        """
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HANGUP_SEEN_S):
-                while self._gone_ms is None:
-                    event = await self._events.get()
-                    if isinstance(event, ev.StasisEnd | ev.ChannelDestroyed):
-                        self._note_gone()
-        if self._gone_ms is None:
-            try:
-                await self._ari.get_channel(self.channel_id)
-            except AriNotFound:
-                self._note_gone()
-            except AriError:
-                pass
-        if self._gone_ms is None:
-            log.warning("offer.hangup_unseen", queue=self._q.name, channel_id=self.channel_id)
-            return
-        await release_after_hangup(self._store, self._q, callback_id, self._gone_ms)
+    @property
+    def held(self) -> HeldCallback | None:
+        """The callback booked in this dialogue, still held until the caller's line is down
+        (None if nothing was booked here, or the caller was sent back to the queue)."""
+        if self._stored is None or self.result.startswith("continued:"):
+            return None
+        return self._stored
 
     async def _store_callback(self, number: str) -> offer.Event:
         held_until = hold_for_hangup_ms(self._q, self._clock.now_ms(), self._dialogue_timeout)
@@ -243,7 +215,9 @@ class OfferSession:
             held_until_ms=held_until,
         )
         if isinstance(event, offer.Stored) and event.created:
-            self._held = event.callback_id
+            self._stored = HeldCallback(
+                self._q.name, event.callback_id, self.channel_id, held_until
+            )
         return event
 
     async def _hand_back_booked(self) -> None:

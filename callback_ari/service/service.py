@@ -30,7 +30,8 @@ from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
-from callback_ari.service.intake import ENTRIES, OfferEntry
+from callback_ari.service.grace import release_when_gone
+from callback_ari.service.intake import ENTRIES, HeldCallback, OfferEntry
 from callback_ari.service.offer_agi import AgiOffers
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
@@ -211,7 +212,7 @@ class Service:
                 metrics=self.metrics,
                 clock=self.clock,
                 wait_estimate=lambda queue: self.watcher.estimated_wait_s(queue, 1),
-                on_finished=self._wake_dispatch,
+                on_booked=self._watch_hangup,
             )
             self.on_reload(offers.reconfigure)
             self.agi = AgiServer(offers, on_crash=lambda: self.metrics.errors.labels("agi").inc())
@@ -315,7 +316,8 @@ class Service:
                 await session.return_without_offer("closed")
                 return
             result = await session.run()
-            self._wake_dispatch(entry.queue)  # a stored callback's first attempt was set
+            if session.held is not None:
+                self._watch_hangup(session.held)
             if result.startswith("continued:"):
                 self.withdrawer.declined(session.channel_id)
         except asyncio.CancelledError:
@@ -376,6 +378,18 @@ class Service:
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
         self.withdrawer.wake()
+
+    def _watch_hangup(self, held: HeldCallback) -> None:
+        """A callback was booked in a call: start its grace once that call is over."""
+        self.spawn(self._release_when_gone(held), name=f"grace:{held.callback_id}")
+
+    async def _release_when_gone(self, held: HeldCallback) -> None:
+        assert self.ari is not None and self.store is not None
+        q = self.config.queues.get(held.queue)
+        if q is None:  # the queue went away in a reload: the fallback time applies
+            return
+        if await release_when_gone(self.ari, self.store, q, held, self.clock):
+            self._wake_dispatch(held.queue)
 
     def _wake_dispatch(self, queue: str) -> None:
         if self.dispatcher is not None:
