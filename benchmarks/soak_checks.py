@@ -46,6 +46,7 @@ from soak_settings import SoakSettings
 
 from callback_ari.errors import CorruptRecord
 from callback_ari.models import Callback, State
+from callback_ari.store import keys
 from callback_ari.store.scripts import decode_record
 from callback_ari.store.store import CallbackStore
 
@@ -99,11 +100,7 @@ async def read_store(client: Redis, store: CallbackStore) -> StoreView:
     for cb in records.values():
         if cb.state.is_terminal:
             continue
-        parts = {
-            State.PENDING: ("ready", "sched"),
-            State.RETRY_WAIT: ("retry",),
-            State.DIALING: ("dial",),
-        }[cb.state]
+        parts = keys.STATE_INDEXES[cb.state]
         scores = [await client.zscore(store.key("q", cb.queue, p), cb.id) for p in parts]
         indexed = any(s is not None for s in scores)
         if not indexed:
@@ -247,8 +244,7 @@ def call_rows(
             "service never hangs up a call that is talking to an agent",
             "every DELETE /channels by a service",
             len(cut),
-            cut,
-            known_issue="periodic ARI resync acts on a stale channel list (service._resync_ari)",
+            cut,  # fixed in ea8a3b0 (resync re-checks before it acts): judged again
         )
     )
     rows.append(

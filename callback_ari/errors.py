@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
 class CallbackAriError(Exception):
     """Root of every error this package raises on purpose."""
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit status of every ``callback-ari`` command (documented in the README)."""
+
+    OK = 0
+    FAILED = 1  # a check failed, the demo failed, or no such callback / cannot be cancelled
+    USAGE = 2  # bad configuration or usage (argparse's own status for usage errors too)
+    REDIS = 3  # Redis unreachable
+    ASTERISK = 4  # Asterisk refused us: another program took the Stasis app, wrong credentials
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 # --- configuration -----------------------------------------------------------------

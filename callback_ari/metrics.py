@@ -27,7 +27,8 @@ PROMISE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 8
 
 LINKS = ("ari", "ami", "redis")
 ERROR_AREAS = ("store", "ari", "ami", "agi", "flow")
-# How an offer dialogue can end; anything else is counted as "other" (labels stay bounded).
+# How an offer dialogue can end: core.offer's outcomes, a continued one by its ContinueReason
+# (a test keeps the two equal); anything else is counted as "other" (labels stay bounded).
 OFFER_RESULTS = (
     "stored", "existing", "declined", "silence", "too_many_tries", "store_failed", "error",
     "dialogue_timeout", "abandoned", "closed", "shutdown",
@@ -35,9 +36,8 @@ OFFER_RESULTS = (
 UNKNOWN_ASTERISK = "unknown"
 
 
-def offer_result_label(result: str) -> str:
-    """The ``result`` label of an offer's end: ``continued:declined`` counts as ``declined``."""
-    label = result.removeprefix("continued:")
+def offer_result_label(label: str) -> str:
+    """The ``result`` label of an offer's end (``OfferResult.label``), or ``other``."""
     return label if label in OFFER_RESULTS else "other"
 
 
@@ -192,9 +192,9 @@ class Metrics:
         self.build_info.clear()
         self.build_info.labels(__version__, version or UNKNOWN_ASTERISK).set(1)
 
-    def offer_ended(self, queue: str, result: str) -> None:
-        """Count how an offer dialogue ended, by its exact result."""
-        self.offer_results.labels(queue, offer_result_label(result)).inc()
+    def offer_ended(self, queue: str, label: str) -> None:
+        """Count how an offer dialogue ended, by its exact result (``OfferResult.label``)."""
+        self.offer_results.labels(queue, offer_result_label(label)).inc()
 
     def callback_finished(self, cb: Callback, now_ms: int) -> None:
         """Count a callback that reached a final state (connected also times the promise)."""

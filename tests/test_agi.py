@@ -401,6 +401,7 @@ async def test_no_position_means_no_cb_position_variable(rig: Rig) -> None:
     assert peer.commands == OFFER + MENU + RETURN[:1] + SETS[1:]
 
 
+@pytest.mark.expect_errors("offer.store_failed")
 async def test_redis_down_says_sorry_and_returns_to_the_queue() -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
     async with rig_on(closed, parse_config(CONFIG, {})) as rig:
@@ -509,6 +510,7 @@ async def test_hangup_during_the_farewell_keeps_the_stored_callback(rig: Rig) ->
 # --- protocol errors -------------------------------------------------------------------------
 
 
+@pytest.mark.expect_errors("agi.command_failed")
 @pytest.mark.parametrize("reply", ["510", "520", "520 short"])
 async def test_error_reply_sends_the_caller_back_to_the_queue(rig: Rig, reply: str) -> None:
     peer = await rig.call((1, reply))
@@ -578,6 +580,7 @@ async def test_a_silent_peer_is_dropped(rig: Rig, monkeypatch: pytest.MonkeyPatc
         await writer.wait_closed()
 
 
+@pytest.mark.expect_errors("agi.continue_failed")
 async def test_dialogue_timeout_closes_a_session_that_gets_no_reply(redis_url: str) -> None:
     base = parse_config(CONFIG, {})
     config = dataclasses.replace(

@@ -263,6 +263,7 @@ async def stop(session: Session) -> None:
         await session.task
 
 
+@pytest.mark.expect_errors("ami.auth_failed")
 async def test_refused_login_raises_auth_error_once_without_logging_the_secret(
     fake: FakeAmi,
 ) -> None:
@@ -405,6 +406,7 @@ async def test_half_open_connection_detected_by_ping_timeout(fake: FakeAmi) -> N
     assert any(entry["event"] == "ami.ping_timeout" for entry in logs)
 
 
+@pytest.mark.expect_errors("ami.handler_error")
 async def test_raising_event_handler_keeps_the_connection(fake: FakeAmi) -> None:
     with capture_logs() as logs:
         async with asyncio.TaskGroup() as tg:
@@ -496,6 +498,7 @@ async def test_connect_once_reports_refused_login_and_unreachable_ami(fake: Fake
     assert fake.count("Login") == 1
 
 
+@pytest.mark.expect_errors("ami.on_connect_error")
 async def test_failed_resync_starts_a_fresh_session(fake: FakeAmi) -> None:
     client = make_client(fake.port)
     calls: asyncio.Queue[int] = asyncio.Queue()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
@@ -132,6 +133,7 @@ def assert_sane(status: int, doc: Any) -> None:
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow  # 150 fuzzed requests: ~20 s
 def test_random_json_bodies_never_break_the_api(tmp_path: Path, redis_url: str) -> None:
     def check(runner: asyncio.Runner, send: Send) -> None:
         @FUZZ

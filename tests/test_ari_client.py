@@ -700,6 +700,7 @@ async def test_a_silent_peer_is_detected_by_the_heartbeat(
         assert ari.reconnects == 1
 
 
+@pytest.mark.expect_errors("ari.auth_failed")
 async def test_connect_failures_are_retried_with_backoff(
     fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
@@ -735,6 +736,7 @@ async def test_backoff_resets_only_after_a_connection_that_stayed_up(
             assert backoff.attempt == attempts_after_two_drops
 
 
+@pytest.mark.expect_errors("ari.application_replaced")
 async def test_application_replaced_stops_the_stream_loudly(
     shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:
@@ -787,6 +789,7 @@ async def test_bad_frames_are_skipped_and_the_stream_goes_on(
                        "malformed"]  # fmt: skip
 
 
+@pytest.mark.expect_errors("ari.handler_error", "ari.on_connect_error")
 async def test_a_failing_handler_does_not_stop_the_stream(
     shared_asterisk: Path, fake_ari: FakeFactory, clients: Callable[..., AriClient]
 ) -> None:

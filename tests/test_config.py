@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callback_ari.config import docs, settings
 from callback_ari.config.loader import (
     AgiConfig,
     AmiConfig,
@@ -21,7 +22,8 @@ from callback_ari.config.loader import (
     load_config,
     parse_config,
 )
-from callback_ari.config.schema import PROMPT_NAMES, QUEUE_SCHEMA, SCHEMA
+from callback_ari.config.settings import QUEUE_SCHEMA, SCHEMA
+from callback_ari.core.prompts import PROMPT_NAMES
 from callback_ari.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "dialplan" / "callback_ari.conf"
@@ -68,25 +70,48 @@ def test_shipped_example_documents_every_key() -> None:
         assert f"\n{key} =" in text or f";{key} =" in text, f"queue key {key} undocumented"
 
 
-def test_prompt_names_match_the_prompts_dataclass() -> None:
-    assert tuple(f.name for f in dataclasses.fields(Prompts)) == PROMPT_NAMES
+def test_readme_reference_and_example_config_are_generated_from_the_declarations() -> None:
+    """Edit callback_ari/config/settings.py, then run python -m callback_ari.config.docs --write."""
+    readme = docs.README.read_text(encoding="utf-8")
+    assert docs.readme_with_reference(readme) == readme, "README reference is stale"
+    assert docs.example_config() == EXAMPLE.read_text(encoding="utf-8"), "example is stale"
+    assert docs.main(["--check"]) == 0
+
+
+def test_every_declared_default_is_in_the_generated_reference() -> None:
+    tables, example = docs.reference_tables(), docs.example_config()
+    q = QueueConfig(name="q")
+    for key, (_, doc) in settings.declared(QueueConfig).items():
+        if doc.shown_default or doc.placeholder:
+            continue
+        written = docs.render_value(getattr(q, key))
+        assert f"\n{key} = {written}".rstrip() in example, key
+        assert f"| `{key}` | {f'`{written}`' if written else 'empty'} |" in tables, key
+
+
+def test_prompt_names_are_one_list() -> None:
+    assert tuple(Prompts().as_mapping()) == PROMPT_NAMES
+    assert {k.removeprefix("prompt_") for k in QUEUE_SCHEMA if k.startswith("prompt_")} == set(
+        PROMPT_NAMES
+    )
+    with pytest.raises(ValueError, match="unknown prompts: nope"):
+        Prompts({"nope": ()})
 
 
 def test_default_prompts_are_the_offer_dialogue_defaults() -> None:
     from callback_ari.core.prompts import DEFAULT_PROMPTS
 
-    defaults = Prompts().as_mapping()
-    assert {name: defaults[name] for name in DEFAULT_PROMPTS} == dict(DEFAULT_PROMPTS)
+    assert Prompts().as_mapping() == dict(DEFAULT_PROMPTS)
 
 
 def test_prompts_can_be_replaced_or_silenced() -> None:
     text = MINIMAL + "prompt_offer = recording:cb-offer, tone:ring\nprompt_goodbye =\n"
     text += "prompt_stored = sound:custom/cb-stored\nprompt_stored = digits:42\n"
     prompts = parse_config(text, {}).queues["support"].prompts
-    assert prompts.offer == ("recording:cb-offer", "tone:ring")
-    assert prompts.goodbye == ()
-    assert prompts.stored == ("sound:custom/cb-stored", "digits:42")
-    assert prompts.as_mapping()["offer"] == prompts.offer
+    assert prompts["offer"] == ("recording:cb-offer", "tone:ring")
+    assert prompts["goodbye"] == ()
+    assert prompts["stored"] == ("sound:custom/cb-stored", "digits:42")
+    assert prompts.as_mapping()["offer"] == prompts["offer"]
     assert prompts.all_uris().count("sound:queue-thankyou") == 1
     assert "sound:custom/cb-stored" in prompts.all_uris()
 
@@ -354,10 +379,14 @@ def test_spanish_queue_gets_prompts_that_exist_in_spanish_sounds() -> None:
     text = MINIMAL + "[queue:ventas]\nlanguage = es\nprompt_stored = recording:guardado\n"
     q = parse_config(text, env={}).queues["ventas"]
     assert q.language == "es"
-    assert q.prompts.readback_intro == ("sound:vm-num-i-have",)
-    assert q.prompts.confirm_number == ("sound:vm-press", "sound:digits/1", "sound:vm-calldiffnum")
-    assert q.prompts.stored == ("recording:guardado",)
-    assert parse_config(MINIMAL + "[queue:s]\n", env={}).queues["s"].prompts.readback_intro == (
+    assert q.prompts["readback_intro"] == ("sound:vm-num-i-have",)
+    assert q.prompts["confirm_number"] == (
+        "sound:vm-press",
+        "sound:digits/1",
+        "sound:vm-calldiffnum",
+    )
+    assert q.prompts["stored"] == ("recording:guardado",)
+    assert parse_config(MINIMAL + "[queue:s]\n", env={}).queues["s"].prompts["readback_intro"] == (
         "sound:you-entered",
     )
 

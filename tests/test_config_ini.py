@@ -135,10 +135,10 @@ def test_sections_inherit_from_templates_with_their_own_lines_winning() -> None:
     assert list(config.queues) == ["sales", "support", "eu-sales"]  # templates are not queues
     sales, support, eu = (config.queues[n] for n in ("sales", "support", "eu-sales"))
     assert (sales.region, sales.max_attempts, sales.retry_interval) == ("GB", 5, 60)
-    assert sales.prompts.offer == ("sound:custom/offer",)
+    assert sales.prompts["offer"] == ("sound:custom/offer",)
     # a later template replaces an earlier one's value; the section's own line replaces both
     assert (support.max_attempts, support.hours) == (2, "mon-fri 17:00-22:00")
-    assert support.prompts.offer == ("sound:custom/support-offer",)  # replaced, not appended
+    assert support.prompts["offer"] == ("sound:custom/support-offer",)  # replaced, not appended
     # a template built on a template
     assert (eu.region, eu.timezone, eu.max_attempts) == ("GB", "Europe/Berlin", 9)
 

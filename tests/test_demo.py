@@ -13,6 +13,8 @@ from callback_ari.masking import mask
 from callback_ari.sim.demo import run_demo
 from callback_ari.sim.demo_script import Choice, make_cast
 
+pytestmark = pytest.mark.slow  # the whole demo, twice: ~15 s
+
 FAST = 50.0
 
 

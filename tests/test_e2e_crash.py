@@ -15,12 +15,16 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from callback_ari.config.loader import parse_config
 from callback_ari.models import Callback, State
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from callback_ari.store.store import CallbackStore
 from tests.harness import KIT, QUEUE_DEFAULTS
 from tests.test_e2e_dispatch import NO_OFFERS, PREFIX, dialled, enqueue, serve, store_view, until
+
+pytestmark = pytest.mark.slow  # service subprocesses, SIGKILL and lease expiry: ~30 s
 
 REPO = Path(__file__).resolve().parent.parent
 

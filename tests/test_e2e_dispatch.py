@@ -303,6 +303,7 @@ LOCAL_EXPECTED = {**PJSIP_EXPECTED, "invalid": (Outcome.REJECTED, "-/0 Unknown")
         pytest.param("Local/{number}@customers/n", LOCAL_EXPECTED, id="local"),
     ],
 )
+@pytest.mark.slow  # waits out ring and confirm timers
 async def test_each_outcome_is_recorded_with_cause_and_retry_time(
     redis_url: str, template: str, expected: dict[str, tuple[Outcome, str]]
 ) -> None:

@@ -352,6 +352,7 @@ async def test_ami_drop_resyncs_queue_state_and_resends_nothing(
         assert all(a.action != "Getvar" for a in sim.ami_actions)
 
 
+@pytest.mark.slow  # waits out AMI ping timeouts
 async def test_half_open_ami_is_detected_by_ping_and_reconnected(
     sim: SimAsterisk, redis_url: str
 ) -> None:
@@ -469,6 +470,7 @@ async def second_socket(sim: SimAsterisk, session: aiohttp.ClientSession) -> Any
     )
 
 
+@pytest.mark.expect_errors("ari.application_replaced")
 async def test_application_replaced_stops_the_service_with_a_clear_message(
     sim: SimAsterisk, redis_url: str
 ) -> None:
@@ -525,6 +527,7 @@ async def cli_run(
             await proc.wait()
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 async def test_cli_run_exits_4_when_another_socket_takes_the_app(
     sim: SimAsterisk, redis_url: str, tmp_path: Path
 ) -> None:
@@ -544,6 +547,7 @@ async def test_cli_run_exits_4_when_another_socket_takes_the_app(
     assert "Traceback" not in message
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 async def test_cli_run_without_redis_prints_one_line_and_exits_3(
     sim: SimAsterisk, tmp_path: Path
 ) -> None:

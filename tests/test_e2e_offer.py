@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,12 +76,18 @@ async def within(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
+# The caller's silences: response_timeout and digit_timeout of every scenario. Short, so the
+# silence paths take a fraction of a second; raise it (CB_E2E_SILENCE_S) on a very slow machine.
+SILENCE_S = float(os.environ.get("CB_E2E_SILENCE_S", "0.3"))
+# How fast the fake plays prompts and runs the queue (1.0: real time).
+TIME_SCALE = float(os.environ.get("CB_E2E_TIME_SCALE", "0.02"))
+
 # Dialogue tests enter by the exit digit (instant); the entry tests cover timeout and withdraw.
 DIGIT_ENTRY: dict[str, Any] = {
     "offer_threshold": 0,
     "withdraw": "no",
-    "response_timeout": 1,
-    "digit_timeout": 1,
+    "response_timeout": SILENCE_S,
+    "digit_timeout": SILENCE_S,
     "announce_wait": "no",
 }
 
@@ -113,7 +120,7 @@ class Pbx:
 async def scenario(
     redis_url: str,
     *,
-    time_scale: float = 0.05,
+    time_scale: float = TIME_SCALE,
     dialplan: str = KIT,
     queue: dict[str, Any] | None = None,
     sim_timeout: int | None = None,
@@ -471,7 +478,7 @@ async def test_silence_or_2_at_the_offer_returns_to_queue(redis_url: str, key: s
         alice = await asks_for_callback(pbx)
         if key is not None:
             alice.press(key)
-        await alice.hears(RETURNING)  # silence: after response_timeout (1 s)
+        await alice.hears(RETURNING)  # silence: after response_timeout (SILENCE_S)
         await alice.back_in_queue()
         await pbx.idle()
 
@@ -484,6 +491,7 @@ async def test_silence_or_2_at_the_offer_returns_to_queue(redis_url: str, key: s
         assert await pbx.callbacks() == []
 
 
+@pytest.mark.expect_errors("offer.store_failed")
 async def test_redis_down_plays_sorry_and_returns_to_queue() -> None:
     redis = RedisProcess()
     redis.start()

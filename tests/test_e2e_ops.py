@@ -207,6 +207,7 @@ async def wait_readyz(http: aiohttp.ClientSession, base: str, status: int) -> di
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # waits out an AMI outage and its backoff
 async def test_readyz_names_ami_while_it_is_down_and_recovers(
     sim: SimAsterisk, redis_url: str
 ) -> None:
@@ -411,6 +412,7 @@ def chart_pixels(png: Path, rect: dict[str, float], color: str) -> int:
         )
 
 
+@pytest.mark.slow  # a headless browser
 async def test_status_page_shows_pending_callback_and_holding_caller(
     sim: SimAsterisk, redis_url: str
 ) -> None:

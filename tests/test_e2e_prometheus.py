@@ -127,6 +127,7 @@ async def sim() -> AsyncIterator[SimAsterisk]:
         yield pbx
 
 
+@pytest.mark.slow  # a real Prometheus scraping the service
 async def test_every_dashboard_query_returns_series_from_a_real_prometheus(
     sim: SimAsterisk, redis_url: str, tmp_path: Path
 ) -> None:

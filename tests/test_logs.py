@@ -100,6 +100,7 @@ def test_stdlib_warnings_go_through_the_same_output() -> None:
     assert line["event"] == "lost redis://:***@r:6379 (reset)"
 
 
+@pytest.mark.expect_errors("service.crashed")
 def test_exceptions_are_rendered_in_json() -> None:
     out = io.StringIO()
     configure_logging("json", stream=out)
@@ -149,6 +150,7 @@ def journal_lines(stream: io.StringIO) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
+@pytest.mark.expect_errors("a.error", "a.critical", "a.exception", "aiohttp.server: stdlib error")
 def test_journal_format_prefixes_each_line_with_its_syslog_priority() -> None:
     stream = io.StringIO()
     configure_logging("journal", "debug", stream=stream)
@@ -175,6 +177,7 @@ def test_journal_format_prefixes_each_line_with_its_syslog_priority() -> None:
     assert "\n" not in stream.getvalue().split("\n", 1)[0]  # one line each, traceback included
 
 
+@pytest.mark.expect_errors("x.failed")
 def test_journal_stream_switches_json_to_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd (JOURNAL_STREAM set) plain JSON gains the prefix; elsewhere it does not."""
     plain = io.StringIO()
@@ -207,6 +210,7 @@ def test_journal_stream_switches_json_to_the_prefix(monkeypatch: pytest.MonkeyPa
     assert not console.getvalue().startswith("<")
 
 
+@pytest.mark.expect_errors("x.failed")
 def test_journal_stream_of_another_file_leaves_json_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

@@ -43,6 +43,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     ]
 
 
+@pytest.mark.slow  # promtool in a subprocess
 def test_promtool_check_rules_passes() -> None:
     proc = subprocess.run(
         [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
@@ -51,6 +52,7 @@ def test_promtool_check_rules_passes() -> None:
     assert "SUCCESS: 6 rules found" in proc.stdout
 
 
+@pytest.mark.slow  # promtool in a subprocess
 def test_promtool_unit_tests_pass_and_cover_every_alert() -> None:
     proc = subprocess.run(
         [promtool(), "test", "rules", ALERTS_TEST.name],
@@ -72,6 +74,7 @@ def test_promtool_unit_tests_pass_and_cover_every_alert() -> None:
         assert any("exp_labels" in c for c in cases), f"{alert} has no firing case"
 
 
+@pytest.mark.slow  # promtool in a subprocess
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     """A broken threshold is caught: the unit tests are not vacuous."""
     broken = ALERTS.read_text().replace("callback_link_up == 0", "callback_link_up == 2")
@@ -138,6 +141,7 @@ def test_every_alert_and_panel_uses_only_exported_metric_names() -> None:
     assert used <= exported, used - exported
 
 
+@pytest.mark.slow  # docker-compose in a subprocess
 def test_compose_monitoring_profile_provisions_prometheus_and_grafana_with_both() -> None:
     from tests.test_packaging import compose_command
 

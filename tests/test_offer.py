@@ -29,6 +29,8 @@ from callback_ari.core.offer import (
     StoreFailed,
     Timeout,
 )
+from callback_ari.core.offer import ContinueReason as Reason
+from callback_ari.core.offer import OfferOutcome as Outcome
 from callback_ari.core.prompts import PROMPT_NAMES, wait_media
 from callback_ari.errors import NumberRejected
 
@@ -173,9 +175,9 @@ def test_accept_caller_id_stores_announces_wait_and_hangs_up() -> None:
     assert call.stored("cb1", created=True, wait_s=200) == [
         Play((*P("stored", "wait_estimate"), "number:4", *P("goodbye")), 6, False)
     ]
-    assert call.ends() == [HangupCall("stored")]
+    assert call.ends() == [HangupCall(Outcome.STORED)]
     assert call.machine.done
-    assert call.machine.result == OfferResult("stored", CALLER, "cb1")
+    assert call.machine.result == OfferResult(Outcome.STORED, CALLER, "cb1")
     assert str(call.machine.result) == "stored"
 
 
@@ -212,8 +214,8 @@ def test_enter_another_number_instead_of_caller_id() -> None:
     assert call.ends() == [StartTimer(8, 20)]
     assert call.press("1") == [CancelTimer(), Store(OTHER)]
     assert call.stored("cb9", wait_s=None) == [Play(P("stored", "goodbye"), 21, False)]
-    assert call.ends() == [HangupCall("stored")]
-    assert call.machine.result == OfferResult("stored", OTHER, "cb9")
+    assert call.ends() == [HangupCall(Outcome.STORED)]
+    assert call.machine.result == OfferResult(Outcome.STORED, OTHER, "cb9")
 
 
 def test_typing_arms_the_inter_digit_timer_and_hash_ends_the_number() -> None:
@@ -317,8 +319,8 @@ def test_three_invalid_numbers_apologise_and_return_to_queue() -> None:
         Play(P("too_many_tries", "returning_to_queue"), call.play or 0, False),
     ]
     assert call.press("1") == []  # the apology is not interruptible
-    assert call.ends() == [ContinueToQueue("too_many_tries")]
-    assert call.machine.result == OfferResult("continued:too_many_tries")
+    assert call.ends() == [ContinueToQueue(Reason.TOO_MANY_TRIES)]
+    assert call.machine.result == OfferResult.continued(Reason.TOO_MANY_TRIES)
     assert call.stores == []
 
 
@@ -330,7 +332,7 @@ def test_nothing_typed_counts_as_a_failed_try() -> None:
     assert call.state() is Step.ENTRY
     call.ends()
     assert call.silence() == [Play(P("too_many_tries", "returning_to_queue"), 9, False)]
-    assert call.ends() == [ContinueToQueue("too_many_tries")]
+    assert call.ends() == [ContinueToQueue(Reason.TOO_MANY_TRIES)]
 
 
 def test_silence_at_offer_keeps_the_caller_in_queue() -> None:
@@ -338,8 +340,8 @@ def test_silence_at_offer_keeps_the_caller_in_queue() -> None:
     call.start()
     call.ends()
     assert call.silence() == [Play(P("returning_to_queue"), 3, False)]
-    assert call.ends() == [ContinueToQueue("silence")]
-    assert call.machine.result == OfferResult("continued:silence")
+    assert call.ends() == [ContinueToQueue(Reason.SILENCE)]
+    assert call.machine.result == OfferResult.continued(Reason.SILENCE)
 
 
 def test_decline_with_2_keeps_the_caller_in_queue() -> None:
@@ -347,7 +349,7 @@ def test_decline_with_2_keeps_the_caller_in_queue() -> None:
     call.start()
     call.ends()
     assert call.press("2") == [CancelTimer(), Play(P("returning_to_queue"), 3, False)]
-    assert call.ends() == [ContinueToQueue("declined")]
+    assert call.ends() == [ContinueToQueue(Reason.DECLINED)]
     assert str(call.machine.result) == "continued:declined"
 
 
@@ -361,7 +363,7 @@ def test_invalid_key_at_offer_replays_it_and_counts() -> None:
         StopPlayback(),
         Play(P("too_many_tries", "returning_to_queue"), 5, False),
     ]
-    assert call.ends() == [ContinueToQueue("too_many_tries")]
+    assert call.ends() == [ContinueToQueue(Reason.TOO_MANY_TRIES)]
 
 
 def test_confirm_silence_or_wrong_key_replays_the_read_back() -> None:
@@ -379,7 +381,7 @@ def test_confirm_silence_or_wrong_key_replays_the_read_back() -> None:
     assert call.silence() == [
         Play(P("too_many_tries", "returning_to_queue"), call.play or 0, False)
     ]
-    assert call.ends() == [ContinueToQueue("too_many_tries")]
+    assert call.ends() == [ContinueToQueue(Reason.TOO_MANY_TRIES)]
     assert call.stores == []
 
 
@@ -469,8 +471,8 @@ def test_duplicate_request_keeps_the_existing_callback() -> None:
     assert call.stored("cb0", created=False, wait_s=600) == [
         Play(P("already_pending", "goodbye"), call.play or 0, False)
     ]
-    assert call.ends() == [HangupCall("existing")]
-    assert call.machine.result == OfferResult("existing", OTHER, "cb0")
+    assert call.ends() == [HangupCall(Outcome.EXISTING)]
+    assert call.machine.result == OfferResult(Outcome.EXISTING, OTHER, "cb0")
 
 
 def test_store_failure_apologises_and_returns_to_queue() -> None:
@@ -479,8 +481,8 @@ def test_store_failure_apologises_and_returns_to_queue() -> None:
     assert call.send(StoreFailed("store_unavailable")) == [
         Play(P("sorry_error", "returning_to_queue"), call.play or 0, False)
     ]
-    assert call.ends() == [ContinueToQueue("store_failed")]
-    assert call.machine.result == OfferResult("continued:store_failed", OTHER)
+    assert call.ends() == [ContinueToQueue(Reason.STORE_FAILED)]
+    assert call.machine.result == OfferResult.continued(Reason.STORE_FAILED, OTHER)
 
 
 def test_wait_estimate_is_optional() -> None:
@@ -582,7 +584,7 @@ def test_hangup_before_confirmation_stores_nothing(reach: Callable[[], Call], st
     assert call.state() is state
     assert call.send(Hangup()) == []
     assert call.machine.done
-    assert call.machine.result == OfferResult("abandoned")
+    assert call.machine.result == OfferResult(Outcome.ABANDONED)
     # whatever the driver still delivers afterwards changes nothing
     for event in (PlaybackDone(call.play or 0), Timeout(call.timer or 0), Digit("1"), Hangup()):
         assert call.send(event) == []
@@ -594,9 +596,9 @@ def test_hangup_while_storing_keeps_the_number_and_learns_the_outcome() -> None:
     call = at_confirm()
     call.press("1")
     assert call.send(Hangup()) == []
-    assert call.machine.result == OfferResult("abandoned", OTHER)
+    assert call.machine.result == OfferResult(Outcome.ABANDONED, OTHER)
     assert call.stored("cb7", created=True) == []  # nobody to tell, but it was stored
-    assert call.machine.result == OfferResult("stored", OTHER, "cb7")
+    assert call.machine.result == OfferResult(Outcome.STORED, OTHER, "cb7")
 
 
 def test_hangup_while_storing_then_store_failed_stays_abandoned() -> None:
@@ -604,7 +606,7 @@ def test_hangup_while_storing_then_store_failed_stays_abandoned() -> None:
     call.press("1")
     call.send(Hangup())
     assert call.send(StoreFailed("store_unavailable")) == []
-    assert call.machine.result == OfferResult("abandoned", OTHER)
+    assert call.machine.result == OfferResult(Outcome.ABANDONED, OTHER)
 
 
 def test_hangup_during_stored_confirmation_keeps_stored() -> None:
@@ -612,12 +614,13 @@ def test_hangup_during_stored_confirmation_keeps_stored() -> None:
     call.press("1")
     call.stored("cb3", wait_s=30)
     assert call.send(Hangup()) == []
-    assert call.machine.result == OfferResult("stored", OTHER, "cb3")
+    assert call.machine.result == OfferResult(Outcome.STORED, OTHER, "cb3")
 
 
 # --- faults never strand the caller ----------------------------------------------------------
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_a_crashing_validator_sends_the_caller_back_to_the_queue() -> None:
     def broken(raw: str) -> str:
         raise RuntimeError("bug")
@@ -625,11 +628,12 @@ def test_a_crashing_validator_sends_the_caller_back_to_the_queue() -> None:
     call = Call(CALLER, check=broken)
     call.start()
     call.ends()
-    assert call.press("1") == [CancelTimer(), ContinueToQueue("error")]
-    assert call.machine.result == OfferResult("continued:error")
+    assert call.press("1") == [CancelTimer(), ContinueToQueue(Reason.ERROR)]
+    assert call.machine.result == OfferResult.continued(Reason.ERROR)
     assert call.press("1") == []
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_a_validator_returning_garbage_is_not_read_back_or_stored() -> None:
     call = Call(None, check=lambda raw: "call me")
     call.start()
@@ -637,25 +641,30 @@ def test_a_validator_returning_garbage_is_not_read_back_or_stored() -> None:
     call.press("1")
     call.ends()
     call.press(OTHER)
-    assert call.press("#") == [CancelTimer(), ContinueToQueue("error")]
+    assert call.press("#") == [CancelTimer(), ContinueToQueue(Reason.ERROR)]
     assert call.stores == []
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_fault_during_playback_stops_it_first() -> None:
     def broken(raw: str) -> str:
         raise RuntimeError("bug")
 
     call = Call(CALLER, check=broken)
     call.start()
-    assert call.press("1") == [StopPlayback(), ContinueToQueue("error")]  # barge into the offer
+    assert call.press("1") == [
+        StopPlayback(),
+        ContinueToQueue(Reason.ERROR),
+    ]  # barge into the offer
     assert call.machine.done
 
 
+@pytest.mark.expect_errors("offer.machine_error")
 def test_fault_after_storing_still_releases_the_caller() -> None:
     call = at_confirm()
     call.press("1")
-    assert call.send(Stored("cb1", True, "soon")) == [ContinueToQueue("error")]  # type: ignore[arg-type]
-    assert call.machine.result == OfferResult("continued:error", OTHER)
+    assert call.send(Stored("cb1", True, "soon")) == [ContinueToQueue(Reason.ERROR)]  # type: ignore[arg-type]
+    assert call.machine.result == OfferResult.continued(Reason.ERROR, OTHER)
 
 
 # --- settings and prompts ----------------------------------------------------------------
@@ -666,7 +675,7 @@ def test_silenced_prompts_skip_straight_on() -> None:
     call = Call(None, quiet)
     call.start()
     call.ends()
-    assert call.press("2") == [CancelTimer(), ContinueToQueue("declined")]
+    assert call.press("2") == [CancelTimer(), ContinueToQueue(Reason.DECLINED)]
     call = Call(CALLER, quiet)
     call.start()
     call.ends()
@@ -730,3 +739,21 @@ def test_hash_after_an_auto_submitted_full_length_number_is_not_a_new_try() -> N
     follow = machine.handle(PlaybackDone(invalid_prompt.token))
     assert any(isinstance(a, StartTimer) for a in follow)
     del token
+
+
+def test_a_result_carries_a_reason_exactly_when_continued() -> None:
+    assert str(OfferResult.continued(Reason.SILENCE)) == "continued:silence"
+    assert str(OfferResult(Outcome.ABANDONED)) == "abandoned"
+    with pytest.raises(ValueError, match="reason"):
+        OfferResult(Outcome.CONTINUED)
+    with pytest.raises(ValueError, match="reason"):
+        OfferResult(Outcome.STORED, reason=Reason.ERROR)
+
+
+def test_the_metric_labels_are_the_result_enums() -> None:
+    from callback_ari.metrics import OFFER_RESULTS
+
+    labels = {o.value for o in Outcome if o is not Outcome.CONTINUED} | {r.value for r in Reason}
+    assert labels == set(OFFER_RESULTS)
+    assert OfferResult.continued(Reason.DECLINED).label == "declined"
+    assert OfferResult(Outcome.STORED, "+12025550143", "7").label == "stored"

@@ -142,6 +142,11 @@ def test_unnamed_causes_fall_back_by_q850_class() -> None:
     assert _unanswered(None, 25) is Outcome.NO_ANSWER  # normal class
     assert _unanswered(None, 39) is Outcome.CONGESTION  # resource unavailable class
     assert _unanswered(None, 95) is Outcome.REJECTED  # invalid message class
+    # the class edges: 1-31 normal, 32-47 resource unavailable, 48 and up rejected
+    assert _unanswered(None, 30) is Outcome.NO_ANSWER
+    assert _unanswered(None, 32) is Outcome.CONGESTION
+    assert _unanswered(None, 46) is Outcome.CONGESTION
+    assert _unanswered(None, 48) is Outcome.REJECTED
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ def compose_command() -> list[str]:
     pytest.fail("docker is installed but neither 'docker compose' nor 'docker-compose' works")
 
 
+@pytest.mark.slow  # docker-compose in a subprocess
 def test_docker_compose_file_is_valid() -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(REPO / "docker-compose.yml"), "config"],

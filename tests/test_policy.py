@@ -39,6 +39,7 @@ def test_threshold_zero_never_offers_by_hold_time() -> None:
 def test_offer_on_estimated_wait() -> None:
     assert _offer(hold_s=5.0, est_wait_s=400.0, offer_on_estimated_wait=300)
     assert not _offer(hold_s=5.0, est_wait_s=200.0, offer_on_estimated_wait=300)
+    assert _offer(hold_s=5.0, est_wait_s=300.0, offer_on_estimated_wait=300)  # "at least"
     assert not _offer(hold_s=5.0, est_wait_s=None, offer_on_estimated_wait=300)  # unknown
     assert not _offer(hold_s=5.0, est_wait_s=9999.0, offer_on_estimated_wait=0)  # off
 

@@ -16,7 +16,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from callback_ari.cli.commands import reload_config
-from callback_ari.config.loader import Config, parse_config
+from callback_ari.config.loader import Config, Prompts, parse_config
 from callback_ari.logs import reset_logging
 from callback_ari.service.reload import plan_reload
 from callback_ari.sim.simpbx.sim import SimAsterisk
@@ -107,7 +107,7 @@ async def test_reload_keeps_a_live_dialogue_and_new_callers_get_the_new_settings
         alice = await asks_for_callback(pbx)  # in the middle of her dialogue
         running = pbx.service.config
         support = running.queues["support"]
-        new_prompts = dataclasses.replace(support.prompts, stored=("sound:queue-thankyou",))
+        new_prompts = Prompts({**support.prompts.as_mapping(), "stored": ("sound:queue-thankyou",)})
         wanted = dataclasses.replace(
             running,
             queues={"support": dataclasses.replace(support, prompts=new_prompts)},
@@ -117,7 +117,7 @@ async def test_reload_keeps_a_live_dialogue_and_new_callers_get_the_new_settings
             plan = pbx.service.reload(wanted)
         assert plan.needs_restart == ("[ari] url",)
         assert pbx.service.config.ari == running.ari
-        assert pbx.service.config.queues["support"].prompts.stored == ("sound:queue-thankyou",)
+        assert pbx.service.config.queues["support"].prompts["stored"] == ("sound:queue-thankyou",)
         events = {e["event"]: e for e in logs}
         assert events["config.reloaded"]["applied"] == ["[queue:support] prompt_stored"]
         assert events["config.reloaded"]["sessions_kept"] == 1
@@ -142,6 +142,7 @@ async def test_reload_keeps_a_live_dialogue_and_new_callers_get_the_new_settings
         assert sorted(cb.number for cb in await pbx.stored(2)) == sorted([CALLER_ID, OTHER])
 
 
+@pytest.mark.expect_errors("config.reload_failed")
 async def test_a_bad_file_on_reload_is_logged_and_the_running_config_stays(
     redis_url: str, tmp_path: Path
 ) -> None:

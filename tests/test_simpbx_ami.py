@@ -184,6 +184,7 @@ async def sim() -> AsyncIterator[SimAsterisk]:
         yield fake
 
 
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_ami_transcript_replay(sim: SimAsterisk, shared_asterisk: Path) -> None:
     blocks = parse_transcript(shared_asterisk / "transcripts-22" / "ami_queue.txt")
     # the recording starts with the agents' devstates and a stats reset, done by the fixture

@@ -218,6 +218,7 @@ def index_responses(lines: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize(
     "scenario", ["offer_continue", "offer_app_hangup", "offer_caller_hangup_mid_playback"]
 )
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_offer_flow_matches_recording(
     sim: SimAsterisk, shared_asterisk: Path, scenario: str
 ) -> None:
@@ -233,6 +234,7 @@ async def test_offer_flow_matches_recording(
     assert_same_responses(engine)
 
 
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_originate_outcomes_match_recording(sim: SimAsterisk, shared_asterisk: Path) -> None:
     lines = load("originate_outcomes.jsonl", shared_asterisk)
     index_responses(lines)
@@ -260,6 +262,7 @@ async def test_originate_outcomes_match_recording(sim: SimAsterisk, shared_aster
     assert_same_responses(engine)
 
 
+@pytest.mark.slow  # replays a recording at its recorded pace
 async def test_websocket_outage_matches_recording(sim: SimAsterisk, shared_asterisk: Path) -> None:
     lines = load("ws_disconnect.jsonl", shared_asterisk)
     index_responses(lines)

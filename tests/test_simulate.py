@@ -36,6 +36,7 @@ def test_erlang_c_matches_known_values() -> None:
     assert erlang_c_wait(1.0, 10.0, 10) == math.inf
 
 
+@pytest.mark.slow  # long simulated runs: ~6 s each
 @pytest.mark.parametrize("utilisation", [0.7, 0.8, 0.9])
 def test_baseline_average_wait_agrees_with_erlang_c(utilisation: float) -> None:
     rate_per_s = utilisation * AGENTS / HANDLE_S
@@ -137,6 +138,7 @@ def test_parse_thresholds() -> None:
         parse_thresholds("0")
 
 
+@pytest.mark.slow  # matplotlib
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     results = compare_thresholds(replace(BUSY, hours=2), [60, 300], seed=1)
@@ -165,6 +167,7 @@ def test_cli_errors_name_the_flags_and_the_offered_load_is_printed(
     )
 
 
+@pytest.mark.slow  # matplotlib
 def test_plot_has_a_title_the_parameters_and_a_cost_panel(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from callback_ari.sim.simulate import plot_title

@@ -445,6 +445,7 @@ def test_unwatched_queues_and_foreign_events_are_ignored(clock: ManualClock) -> 
         watcher.callers("elsewhere")
 
 
+@pytest.mark.expect_errors("watcher.listener_error")
 def test_a_raising_listener_does_not_stop_the_others(clock: ManualClock) -> None:
     watcher = QueueWatcher(["q"], clock)
     calls: list[str] = []

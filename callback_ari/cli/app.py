@@ -13,15 +13,12 @@ from typing import Any
 from callback_ari import __version__
 from callback_ari.cli import commands
 from callback_ari.config.loader import DEFAULT_PATH, load_config, refuse_placeholders
-from callback_ari.errors import ConfigError
+from callback_ari.errors import ConfigError, ExitCode
 from callback_ari.logs import LEVELS, configure_logging
 from callback_ari.ops.kit import sample_config, write_kit
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Handler = Callable[[argparse.Namespace], int]
-
-EXIT_OK = 0
-EXIT_CONFIG = 2  # also argparse's exit status for usage errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else 2
+        return (
+            exc.code
+            if isinstance(exc.code, int)
+            else ExitCode.OK
+            if exc.code is None
+            else ExitCode.USAGE
+        )
     handler: Handler | None = getattr(args, "_handler", None)
     if handler is None:
         group: argparse.ArgumentParser = getattr(args, "_group", parser)
         group.print_help(sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(args.log_format or "auto", args.log_level or "info")
     return handler(args)
 
@@ -126,16 +129,16 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     shown = config.redacted()
     if args.quiet:
-        return EXIT_OK
+        return ExitCode.OK
     if args.json:
         print(json.dumps(shown, indent=2))
     else:
         print(f"; effective configuration from {args.config} (secrets shown as ***)")
         print(render_ini(shown), end="")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def render_ini(sections: dict[str, dict[str, Any]]) -> str:
@@ -159,7 +162,7 @@ def _config_sample(args: argparse.Namespace) -> int:
     """Print the fully commented example config."""
     del args
     sys.stdout.write(sample_config())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _kit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,13 +178,13 @@ def _kit(args: argparse.Namespace) -> int:
         done = write_kit(Path(args.path), force=args.force)
     except OSError as exc:
         print(f"callback-ari: cannot write the kit to {args.path}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     for item in done:
         if item.action == "dist":
             print(f"{item.path}  (kept your {item.path.with_suffix('')}: it differs)")
         else:
             print(f"{item.path}  {item.action}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 register(

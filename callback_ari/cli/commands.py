@@ -1,8 +1,7 @@
 """The operational subcommands: ``run``, ``check``, ``demo``, ``simulate`` and the inspectors.
 
-Each handler takes the parsed arguments and returns the process exit status:
-0 ok, 1 a check failed, 2 bad configuration or usage, 3 Redis unreachable, 4 Asterisk refused
-us (ApplicationReplaced, wrong credentials).
+Each handler takes the parsed arguments and returns the process exit status, an
+``errors.ExitCode``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import structlog
 from callback_ari.cli import inspect as cli_inspect
 from callback_ari.config.loader import Config, load_config, refuse_placeholders
 from callback_ari.config.schema import redact_url
-from callback_ari.errors import ApplicationReplaced, ConfigError, StoreUnavailable
+from callback_ari.errors import ApplicationReplaced, ConfigError, ExitCode, StoreUnavailable
 from callback_ari.logs import configure_logging
 from callback_ari.masking import set_masking
 
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from callback_ari.service.service import Service
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_REDIS, EXIT_ASTERISK = 0, 1, 2, 3, 4
 
 
 def load_or_report(args: argparse.Namespace) -> Config | None:
@@ -69,7 +66,7 @@ def run_handler(args: argparse.Namespace) -> int:
     """Run the service in the foreground until SIGTERM/SIGINT."""
     config = load_or_report(args)
     if config is None:
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     # heavy imports only for commands that need them
     from callback_ari.ops.web import http_front_end
     from callback_ari.service.service import Service
@@ -85,7 +82,7 @@ def run_handler(args: argparse.Namespace) -> int:
             )
         await service.run()
 
-    status = EXIT_OK
+    status = ExitCode.OK
     try:
         asyncio.run(main())
     except* StoreUnavailable as group:
@@ -94,17 +91,17 @@ def run_handler(args: argparse.Namespace) -> int:
             f"{group.exceptions[0]}",
             file=sys.stderr,
         )
-        status = EXIT_REDIS
+        status = ExitCode.REDIS
     except* ApplicationReplaced:
         print(
             f"callback-ari: another program took the Stasis app {config.general.app!r}; "
             "stop it or set [general] app to a different name",
             file=sys.stderr,
         )
-        status = EXIT_ASTERISK
+        status = ExitCode.ASTERISK
     except* (KeyboardInterrupt, asyncio.CancelledError):
         pass
-    log.info("service.stopped", exit_status=status)
+    log.info("service.stopped", exit_status=int(status))
     return status
 
 
@@ -137,12 +134,12 @@ def check_handler(args: argparse.Namespace) -> int:
     """Doctor a live installation: ARI, AMI, queues, dialplan, prompts, Redis."""
     config = load_or_report(args)
     if config is None:
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     from callback_ari.ops.doctor import Status, findings_json, format_findings, run_checks
 
     findings = asyncio.run(run_checks(config))
     print(findings_json(findings) if args.json else format_findings(findings))
-    return EXIT_CHECK_FAILED if any(f.status is Status.FAIL for f in findings) else EXIT_OK
+    return ExitCode.FAILED if any(f.status is Status.FAIL for f in findings) else ExitCode.OK
 
 
 # --- simulate ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from callback_ari.config.schema import redact_url
 from callback_ari.errors import (
     CallbackNotFound,
     ConfigError,
+    ExitCode,
     InvalidTransition,
     StoreError,
     StoreUnavailable,
@@ -35,10 +36,6 @@ from callback_ari.models import Callback, State
 from callback_ari.ops import reports
 from callback_ari.store.store import CallbackStore, connect_redis
 
-EXIT_OK = 0
-EXIT_NOT_DONE = 1  # no such callback, or it cannot be cancelled any more
-EXIT_USAGE = 2
-EXIT_REDIS = 3
 REDIS_TIMEOUT_S = 10.0
 _SINCE = re.compile(r"^\s*(\d{1,6})\s*([mhd])\s*$")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -73,7 +70,7 @@ def with_config(handler: InspectHandler) -> Callable[[argparse.Namespace], int]:
         except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         return handler(args, config)
 
     return run
@@ -123,10 +120,10 @@ def _run(
         reason = _reason(exc)
         where = _redis_where(config)
         print(f"callback-ari: cannot reach Redis at {where}: {reason}", file=err or sys.stderr)
-        return EXIT_REDIS
+        return ExitCode.REDIS
     except (StoreError, redis.exceptions.RedisError) as exc:
         print(f"callback-ari: Redis error: {_reason(exc)}", file=err or sys.stderr)
-        return EXIT_REDIS
+        return ExitCode.REDIS
 
 
 def _reason(exc: BaseException) -> str:
@@ -282,7 +279,7 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
             _print_json(args, [_record(cb, args.unmasked) for cb in items])
             if len(items) < total:
                 print(shown, file=sys.stderr)
-            return EXIT_OK
+            return ExitCode.OK
         headers = ("ID", "QUEUE", "NUMBER", "NAME", "STATE", "ATTEMPTS", "LAST OUTCOME", "JOINED",
                    "NEXT ATTEMPT")  # fmt: skip
         rows = [
@@ -298,7 +295,7 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
                 print(shown, file=out)
         else:
             print("no callbacks", file=out)
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(config, work)
 
@@ -324,14 +321,14 @@ def show_handler(args: argparse.Namespace, config: Config) -> int:
             cb = await store.get(args.id)
         except CallbackNotFound:
             print(f"callback-ari: no callback with id {args.id!r}", file=sys.stderr)
-            return EXIT_NOT_DONE
+            return ExitCode.FAILED
         transitions = await reports.read_audit(store, cb.created_ms)
         history = [t for t in transitions if t.callback_id == cb.id]
         record = _record(cb, args.unmasked)
         if args.json:
             record["history"] = [t.as_dict() for t in history]
             _print_json(args, record)
-            return EXIT_OK
+            return ExitCode.OK
         out = _out(args)
         shown = {
             _TIME_LABELS.get(key, key): _time(value, args.local) if key in _TIME_LABELS else value
@@ -346,7 +343,7 @@ def show_handler(args: argparse.Namespace, config: Config) -> int:
             rows = [(_time(t.at_ms, args.local), t.event, t.to_state or "-", t.outcome or "-",
                      t.attempt) for t in history]  # fmt: skip
             out.write(table(("AT", "EVENT", "STATE", "OUTCOME", "ATTEMPT"), rows))
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(config, work)
 
@@ -361,19 +358,19 @@ def cancel_handler(args: argparse.Namespace, config: Config) -> int:
                 print(
                     f"callback-ari: callback {cb.id} is already {cb.state.value}", file=sys.stderr
                 )
-                return EXIT_NOT_DONE
+                return ExitCode.FAILED
             cb = await store.cancel(args.id, reason="cli")
         except CallbackNotFound:
             print(f"callback-ari: no callback with id {args.id!r}", file=sys.stderr)
-            return EXIT_NOT_DONE
+            return ExitCode.FAILED
         except InvalidTransition as exc:
             print(f"callback-ari: cannot cancel {args.id}: {exc}", file=sys.stderr)
-            return EXIT_NOT_DONE
+            return ExitCode.FAILED
         if args.json:
             _print_json(args, _record(cb, args.unmasked))
         else:
             print(f"cancelled {cb.id} ({cb.queue}, {_number(cb, args.unmasked)})", file=_out(args))
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(config, work)
 
@@ -394,11 +391,11 @@ def stats_handler(args: argparse.Namespace, config: Config) -> int:
         doc = {n: {s.value: counts.get(n, {}).get(s.value, 0) for s in State} for n in names}
         if args.json:
             _print_json(args, doc)
-            return EXIT_OK
+            return ExitCode.OK
         headers = ("QUEUE", *(s.value.upper() for s in State), "TOTAL")
         rows = [(n, *per.values(), sum(per.values())) for n, per in doc.items()]
         _out(args).write(table(headers, rows))
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(config, work)
 
@@ -424,7 +421,7 @@ def report_handler(args: argparse.Namespace, config: Config) -> int:
             _print_json(args, report.as_dict())
         else:
             _out(args).write(reports.render_table(report))
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(config, work)
 

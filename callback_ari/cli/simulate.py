@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 
+from callback_ari.errors import ExitCode
 from callback_ari.sim.simqueue import SimParams
 from callback_ari.sim.simulate import (
     compare_thresholds,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"callback-ari simulate: {flag_names(str(exc))}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     results = compare_thresholds(params, thresholds, args.seed)
     print(offered_load(params))
     print(format_table(results))
@@ -103,6 +104,6 @@ def run(args: argparse.Namespace) -> int:
                 "callback-ari simulate: --plot needs matplotlib (pip install matplotlib)",
                 file=sys.stderr,
             )
-            return 2
+            return ExitCode.USAGE
         print(f"plot written to {path}")
-    return 0
+    return ExitCode.OK

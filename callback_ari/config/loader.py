@@ -3,223 +3,50 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from callback_ari.config.ini import Entry, read_ini, read_ini_file
 from callback_ari.config.schema import (
     ENV_PREFIX,
-    FIXED_SECTIONS,
-    LIST_KEYS,
     MASK,
     QUEUE_NAME,
     QUEUE_PREFIX,
+    env_name,
+    redact_url,
+)
+from callback_ari.config.settings import (
+    FIXED_SECTIONS,
+    LIST_KEYS,
+    PROMPT_PREFIX,
     QUEUE_SCHEMA,
     REQUIRED,
     SCHEMA,
     SECRETS,
-    env_name,
-    redact_url,
+    AgiConfig,
+    AmiConfig,
+    AriConfig,
+    Config,
+    GeneralConfig,
+    HttpConfig,
+    Prompts,
+    QueueConfig,
+    RedisConfig,
     schema_for,
 )
 from callback_ari.core.hours import BusinessHours
 from callback_ari.core.prompts import language_defaults
 from callback_ari.errors import ConfigError, ConfigProblem
 
+__all__ = [
+    "DEFAULT_PATH", "AgiConfig", "AmiConfig", "AriConfig", "Config", "GeneralConfig",
+    "HttpConfig", "Prompts", "QueueConfig", "RedisConfig", "load_config", "parse_config",
+    "refuse_placeholders",
+]  # fmt: skip
+
 DEFAULT_PATH = "/etc/asterisk/callback_ari.conf"
-
-
-@dataclass(frozen=True, slots=True)
-class GeneralConfig:
-    app: str = "callback-ari"
-    instance_id: str = field(default_factory=socket.gethostname)
-    mask_numbers: bool = True
-    log_level: str = "info"
-    log_format: str = "auto"
-    lease_seconds: int = 60
-    resync_interval: int = 30
-    dialogue_timeout: int = 180
-
-
-@dataclass(frozen=True, slots=True)
-class AriConfig:
-    url: str = "http://127.0.0.1:8088"  # HTTP base without /ari; the client appends /ari
-    username: str = "callback-ari"
-    password: str = field(default="", repr=False)
-    verify_tls: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class AmiConfig:
-    host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "callback-ari"
-    secret: str = field(default="", repr=False)
-    ping_interval: float = 10.0
-    ping_timeout: float = 5.0
-    tls: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RedisConfig:
-    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
-    prefix: str = "cbari"
-    audit_maxlen: int = 100000
-    sentinel_master: str = ""
-    sentinels: tuple[str, ...] = ()
-    min_replicas: int = 0  # a new callback is promised only once this many replicas hold it
-    min_replicas_timeout: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    enabled: bool = True
-    bind: str = "127.0.0.1"
-    port: int = 8090
-    token: str = field(default="", repr=False)  # the HTTP API is off while this is empty
-
-
-@dataclass(frozen=True, slots=True)
-class AgiConfig:
-    enabled: bool = False
-    bind: str = "127.0.0.1"
-    port: int = 4573
-
-
-@dataclass(frozen=True, slots=True)
-class Prompts:
-    """Media URIs for each step of the dialogues (stock asterisk-core-sounds-en by default).
-
-    The offer defaults equal prompts.DEFAULT_PROMPTS; an empty tuple plays nothing.
-    """
-
-    offer: tuple[str, ...] = ("sound:queue-thankyou", "sound:vm-press", "sound:digits/1")
-    confirm_callerid: tuple[str, ...] = ("sound:vm-num-i-have",)
-    enter_number: tuple[str, ...] = ("sound:privacy-prompt", "sound:vm-then-pound")
-    readback_intro: tuple[str, ...] = ("sound:you-entered",)
-    confirm_number: tuple[str, ...] = (
-        "sound:if-correct-press",
-        "sound:digits/1",
-        "sound:vm-calldiffnum",
-    )
-    invalid: tuple[str, ...] = ("sound:privacy-incorrect",)
-    too_many_tries: tuple[str, ...] = ("sound:vm-sorry",)
-    already_pending: tuple[str, ...] = ("sound:auth-thankyou",)
-    stored: tuple[str, ...] = ("sound:num-was-successfully", "sound:added")
-    wait_estimate: tuple[str, ...] = ("sound:queue-holdtime", "sound:queue-minutes")
-    returning_to_queue: tuple[str, ...] = ("sound:queue-thankyou",)
-    sorry_error: tuple[str, ...] = ("sound:sorry",)
-    callback_intro: tuple[str, ...] = ("sound:queue-thankyou",)
-    callback_press1: tuple[str, ...] = ("sound:vm-press", "sound:digits/1")
-    callback_connecting: tuple[str, ...] = ("sound:queue-youarenext",)
-    goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
-
-    def as_mapping(self) -> Mapping[str, tuple[str, ...]]:
-        """``{prompt name: media URIs}`` for every prompt."""
-        return MappingProxyType({f.name: getattr(self, f.name) for f in fields(self)})
-
-    def all_uris(self) -> tuple[str, ...]:
-        """Every media URI used by any prompt, once each, in declaration order."""
-        return tuple(dict.fromkeys(uri for uris in self.as_mapping().values() for uri in uris))
-
-
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    """Callback settings of one Asterisk queue (section ``[queue:NAME]``)."""
-
-    name: str
-    enabled: bool = True
-    offer_threshold: int = 120
-    offer_on_estimated_wait: int = 0
-    withdraw: bool = True
-    request_digit: str = "1"
-    dial_template: str = "PJSIP/{number}@trunk"
-    caller_id: str = ""
-    ring_timeout: int = 30
-    confirm_timeout: int = 10
-    max_attempts: int = 3
-    retry_interval: int = 120
-    first_attempt_grace: int = 5  # seconds after the caller's own call hung up
-    max_age: int = 14400
-    max_pending: int = 200
-    hours: str = ""
-    timezone: str = "UTC"
-    after_hours: str = "carry_over"
-    region: str = "US"
-    language: str = ""  # empty: the channel's own language (CHANNEL(language))
-    allow_international: bool = False
-    allow_patterns: tuple[str, ...] = ()
-    deny_patterns: tuple[str, ...] = ()
-    max_tries: int = 3
-    digit_timeout: int = 5
-    response_timeout: int = 8
-    connect_context: str = "callback-connect"
-    return_context: str = "callback-return"
-    queue_priority: int = 10
-    wrapup_time: int = 0  # must equal queues.conf wrapuptime: Asterisk does not report it
-    priority_boost: int = 0
-    on_recall: str = "cancel"
-    dialing_mode: str = "customer_first"
-    announce_wait: bool = True
-    prompts: Prompts = field(default_factory=Prompts)
-
-
-def _no_queues() -> Mapping[str, QueueConfig]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything the service reads from its config file, validated."""
-
-    general: GeneralConfig = field(default_factory=GeneralConfig)
-    ari: AriConfig = field(default_factory=AriConfig)
-    ami: AmiConfig = field(default_factory=AmiConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    http: HttpConfig = field(default_factory=HttpConfig)
-    agi: AgiConfig = field(default_factory=AgiConfig)
-    queues: Mapping[str, QueueConfig] = field(default_factory=_no_queues)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.queues, MappingProxyType):
-            object.__setattr__(self, "queues", MappingProxyType(dict(self.queues)))
-
-    def redacted(self) -> dict[str, dict[str, Any]]:
-        """The effective configuration as ``{section: {key: value}}`` with secrets as ***."""
-        out: dict[str, dict[str, Any]] = {}
-        for section in FIXED_SECTIONS:
-            values = getattr(self, section)
-            shown: dict[str, Any] = {}
-            for f in fields(values):
-                shown[f.name] = _shown(section, f.name, getattr(values, f.name))
-            out[section] = shown
-        for name, q in self.queues.items():
-            shown = {f.name: _plain(getattr(q, f.name)) for f in fields(q)}
-            del shown["name"], shown["prompts"]
-            for p in fields(q.prompts):
-                shown["prompt_" + p.name] = _plain(getattr(q.prompts, p.name))
-            out[QUEUE_PREFIX + name] = shown
-        return out
-
-
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _shown(section: str, key: str, value: object) -> object:
-    """How a value may be displayed: secrets masked, redis URL password masked."""
-    if (section, key) in SECRETS:
-        return MASK if value else ""
-    if (section, key) == ("redis", "url") and isinstance(value, str):
-        try:
-            return redact_url(value)
-        except ValueError:
-            return MASK
-    return _plain(value)
 
 
 # --- loading -------------------------------------------------------------------------
@@ -331,10 +158,14 @@ def _validate(
     queues: dict[str, QueueConfig] = {}
     for section in queue_sections:
         values = dict(converted[section])
-        explicit = {k[7:]: values.pop(k) for k in list(values) if k.startswith("prompt_")}
+        explicit = {
+            k.removeprefix(PROMPT_PREFIX): values.pop(k)
+            for k in list(values)
+            if k.startswith(PROMPT_PREFIX)
+        }
         prompts = {**language_defaults(str(values.get("language", ""))), **explicit}
         name = section[len(QUEUE_PREFIX) :]
-        queues[name] = QueueConfig(name=name, prompts=Prompts(**prompts), **values)
+        queues[name] = QueueConfig(name=name, prompts=Prompts(prompts), **values)
     c = converted
     return Config(
         general=GeneralConfig(**c["general"]),

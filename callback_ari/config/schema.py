@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 import phonenumbers
@@ -14,16 +15,8 @@ from callback_ari.core.hours import zone
 
 Converter = Callable[[str], object]
 
-FIXED_SECTIONS = ("general", "ari", "ami", "redis", "http", "agi")
 QUEUE_PREFIX = "queue:"
 ENV_PREFIX = "CALLBACK_ARI_"
-SECRETS = frozenset({("ari", "password"), ("ami", "secret"), ("http", "token")})
-REQUIRED = (("ari", "password"), ("ami", "secret"))
-PROMPT_NAMES = (
-    "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
-    "too_many_tries", "already_pending", "stored", "wait_estimate", "returning_to_queue",
-    "sorry_error", "callback_intro", "callback_press1", "callback_connecting", "goodbye",
-)  # fmt: skip
 MASK = "***"
 
 
@@ -57,38 +50,76 @@ def boolean(raw: str) -> bool:
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Converter:
-    return _numeric(int, "a whole number", lo, hi)
+    return Numeric(int, "a whole number", lo, hi)
 
 
 def number(lo: float | None = None, hi: float | None = None) -> Converter:
-    return _numeric(float, "a number", lo, hi)
+    return Numeric(float, "a number", lo, hi)
 
 
-def _numeric(kind: type[float], what: str, lo: float | None, hi: float | None) -> Converter:
-    def convert(raw: str) -> float:
+@dataclass(frozen=True, slots=True)
+class Numeric:
+    """A number within an optional range; ``values`` documents the range."""
+
+    kind: type[float]
+    what: str
+    lo: float | None
+    hi: float | None
+
+    def __call__(self, raw: str) -> float:
         try:
-            value = kind(raw.strip())
+            value = self.kind(raw.strip())
         except ValueError:
-            raise ValueError(f"must be {what}") from None
+            raise ValueError(f"must be {self.what}") from None
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
-        if lo is not None and value < lo:
-            raise ValueError(f"must be >= {lo:g}")
-        if hi is not None and value > hi:
-            raise ValueError(f"must be <= {hi:g}")
+        if self.lo is not None and value < self.lo:
+            raise ValueError(f"must be >= {self.lo:g}")
+        if self.hi is not None and value > self.hi:
+            raise ValueError(f"must be <= {self.hi:g}")
         return value
 
-    return convert
+    @property
+    def values(self) -> str:
+        lo, hi = _plain_number(self.lo), _plain_number(self.hi)
+        if not lo:
+            return f"<= {hi}" if hi else ""
+        return f"{lo}-{hi}" if hi else f">= {lo}"
+
+
+def _plain_number(value: float | None) -> str:
+    """2592000, not 2.592e+06; 0.5 stays 0.5."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One of a few words (lower-cased)."""
+
+    options: tuple[str, ...]
+
+    def __call__(self, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in self.options:
+            raise ValueError("must be one of " + ", ".join(self.options))
+        return value
+
+    @property
+    def values(self) -> str:
+        return ", ".join(self.options)
+
+
+def values_of(convert: Converter) -> str:
+    """The accepted values of a converter as documented ("5-3600", "yes/no", ""), if it says."""
+    if convert is boolean:
+        return "yes/no"
+    return str(getattr(convert, "values", ""))
 
 
 def choice(*options: str) -> Converter:
-    def convert(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
-            raise ValueError("must be one of " + ", ".join(options))
-        return value
-
-    return convert
+    return Choice(options)
 
 
 def dialing_mode(raw: str) -> str:
@@ -225,112 +256,11 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
 
 
-# --- the schema ----------------------------------------------------------------------
+# --- shared converters of the declarations in ``settings`` ----------------------------
 
-_IDENT = r"[A-Za-z0-9_.-]+"
-_HOST = r"[A-Za-z0-9_.:\[\]-]+"
+IDENT = r"[A-Za-z0-9_.-]+"
+HOST = r"[A-Za-z0-9_.:\[\]-]+"
 PORT = integer(0, 65535)
-
-SCHEMA: dict[str, dict[str, Converter]] = {
-    "general": {
-        "app": name(_IDENT, "letters, digits, '_', '.' or '-'"),
-        "instance_id": name(_IDENT, "letters, digits, '_', '.' or '-'"),
-        "mask_numbers": boolean,
-        "log_level": choice("debug", "info", "warning", "error", "critical"),
-        "log_format": choice("auto", "json", "console", "journal"),
-        "lease_seconds": integer(5, 3600),
-        "resync_interval": integer(1, 3600),
-        "dialogue_timeout": integer(10, 3600),
-    },
-    "ari": {
-        "url": http_url,
-        "username": name(r"[^\s:]+", "a user name without spaces or ':'"),
-        "password": secret,
-        "verify_tls": boolean,
-    },
-    "ami": {
-        "host": name(_HOST, "a host name or IP address"),
-        "port": integer(1, 65535),
-        "username": name(r"[^\s]+", "a user name without spaces"),
-        "secret": secret,
-        "ping_interval": number(0.5, 3600),
-        "ping_timeout": number(0.5, 600),
-        "tls": boolean,
-    },
-    "redis": {
-        "url": redis_url,
-        "prefix": name(r"[A-Za-z0-9_.:-]+", "letters, digits, '_', '.', ':' or '-'"),
-        "audit_maxlen": integer(0),
-        "sentinel_master": name(_IDENT, "a Sentinel master name", empty_ok=True),
-        "sentinels": str_list(host_port),
-        "min_replicas": integer(0, 16),
-        "min_replicas_timeout": number(0.05, 60),
-    },
-    "http": {
-        "enabled": boolean,
-        "bind": name(_HOST, "a host name or IP address"),
-        "port": PORT,
-        "token": secret,
-    },
-    "agi": {
-        "enabled": boolean,
-        "bind": name(_HOST, "a host name or IP address"),
-        "port": PORT,
-    },
-}
-
-_CONTEXT = name(r"[A-Za-z0-9_.-]+", "a dialplan context name")
-
-QUEUE_SCHEMA: dict[str, Converter] = {
-    "enabled": boolean,
-    "offer_threshold": integer(0, 86400),
-    "offer_on_estimated_wait": integer(0, 86400),
-    "withdraw": boolean,
-    "request_digit": name(r"[0-9*#]", "one DTMF digit (0-9, * or #)"),
-    "dial_template": dial_template,
-    "caller_id": caller_id,
-    "ring_timeout": integer(5, 600),
-    "confirm_timeout": integer(1, 120),
-    "max_attempts": integer(1, 100),
-    "retry_interval": integer(1, 86400),
-    "first_attempt_grace": integer(0, 3600),
-    "max_age": integer(60, 30 * 86400),
-    "max_pending": integer(1, 1_000_000),
-    "hours": str.strip,  # checked together with the queue's timezone
-    "timezone": timezone,
-    "after_hours": choice("carry_over", "expire"),
-    "region": region,
-    "language": name(
-        r"[A-Za-z0-9_]+", "an Asterisk language code like en, es, fr_FR", empty_ok=True
-    ),
-    "allow_international": boolean,
-    "allow_patterns": str_list(phone.check_pattern),
-    "deny_patterns": str_list(phone.check_pattern),
-    "max_tries": integer(1, 10),
-    "digit_timeout": integer(1, 60),
-    "response_timeout": integer(1, 120),
-    "connect_context": _CONTEXT,
-    "return_context": _CONTEXT,
-    "queue_priority": integer(0, 2_147_483_647),
-    "wrapup_time": integer(0, 3600),
-    "priority_boost": integer(0, 86400),
-    "on_recall": choice("cancel", "keep"),
-    "dialing_mode": dialing_mode,
-    "announce_wait": boolean,
-}
-for _prompt in PROMPT_NAMES:
-    QUEUE_SCHEMA["prompt_" + _prompt] = str_list(_media)
-
-# Keys that may be repeated in a section; their values are joined into one list.
-LIST_KEYS = frozenset(
-    {"sentinels", "allow_patterns", "deny_patterns"} | {"prompt_" + p for p in PROMPT_NAMES}
-)
-
+CONTEXT = name(r"[A-Za-z0-9_.-]+", "a dialplan context name")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,80}")
-
-
-def schema_for(section: str) -> dict[str, Converter] | None:
-    """The keys of a normalised section name, or None if the section is unknown."""
-    if section.startswith(QUEUE_PREFIX):
-        return QUEUE_SCHEMA
-    return SCHEMA.get(section)
+MEDIA_LIST = str_list(_media)  # a prompt: sound:, recording:, digits:, number:, tone: URIs

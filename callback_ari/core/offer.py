@@ -10,7 +10,7 @@ actions and feeds back what happened. Driver contract:
   leaves, and ``Stored``/``StoreFailed`` as the answer to ``Store``.
 - Tokens make late events harmless: a ``PlaybackDone`` or ``Timeout`` whose token is not the
   current one is ignored. Unexpected events never raise; an internal fault ends the dialogue
-  with ``ContinueToQueue("error")`` so the caller is never stranded.
+  with ``ContinueToQueue(ContinueReason.ERROR)`` so the caller is never stranded.
 
 Transitions (``_after_prompt``, ``_on_silence``, ``_on_key`` below hold the whole table):
 
@@ -46,9 +46,10 @@ from callback_ari.core.prompts import DEFAULT_PROMPTS, readback_media, wait_medi
 from callback_ari.errors import NumberRejected
 
 __all__ = [
-    "DEFAULT_PROMPTS", "Action", "CancelTimer", "ContinueToQueue", "Digit", "Event", "Hangup",
-    "HangupCall", "OfferMachine", "OfferResult", "OfferSettings", "Play", "PlaybackDone",
-    "StartTimer", "Step", "StopPlayback", "Store", "StoreFailed", "Stored", "Timeout",
+    "DEFAULT_PROMPTS", "Action", "CancelTimer", "ContinueReason", "ContinueToQueue", "Digit",
+    "Event", "Hangup", "HangupCall", "OfferMachine", "OfferOutcome", "OfferResult",
+    "OfferSettings", "Play", "PlaybackDone", "StartTimer", "Step", "StopPlayback", "Store",
+    "StoreFailed", "Stored", "Timeout",
 ]  # fmt: skip
 
 log = structlog.get_logger(__name__)
@@ -117,6 +118,28 @@ Event: TypeAlias = Digit | PlaybackDone | Timeout | Hangup | Stored | StoreFaile
 # --- outputs -----------------------------------------------------------------------
 
 
+class OfferOutcome(enum.StrEnum):
+    """How a dialogue ended (the ``result`` label of ``callback_offer_results_total``)."""
+
+    STORED = "stored"  # a new callback; the caller hung up keeping their place
+    EXISTING = "existing"  # the number already had a live callback, which is kept
+    CONTINUED = "continued"  # back into the queue; ``ContinueReason`` says why
+    ABANDONED = "abandoned"  # the caller hung up before the dialogue ended
+
+
+class ContinueReason(enum.StrEnum):
+    """Why a caller went back into the queue."""
+
+    SILENCE = "silence"  # no answer to the offer
+    DECLINED = "declined"  # pressed 2
+    TOO_MANY_TRIES = "too_many_tries"
+    STORE_FAILED = "store_failed"  # Redis failed, or the number was refused at the last check
+    ERROR = "error"  # a fault on our side (the machine, a driver, ARI/AGI)
+    DIALOGUE_TIMEOUT = "dialogue_timeout"  # the dialogue ran past dialogue_timeout
+    CLOSED = "closed"  # callbacks closed for the queue (hours, cap, store down): no offer
+    SHUTDOWN = "shutdown"  # the service is stopping
+
+
 @dataclass(frozen=True, slots=True)
 class Play:
     media: tuple[str, ...]
@@ -147,12 +170,12 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class ContinueToQueue:
-    reason: str
+    reason: ContinueReason
 
 
 @dataclass(frozen=True, slots=True)
 class HangupCall:
-    reason: str  # "stored" | "existing"
+    reason: OfferOutcome  # STORED or EXISTING
 
 
 Action: TypeAlias = (
@@ -162,14 +185,31 @@ Action: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class OfferResult:
-    """How the dialogue ended: stored, existing, continued:<reason> or abandoned."""
+    """How the dialogue ended; ``reason`` is set exactly when the caller was continued."""
 
-    outcome: str
+    outcome: OfferOutcome
     number: str | None = None  # the confirmed number, if the caller got that far
     callback_id: str | None = None
+    reason: ContinueReason | None = None
+
+    def __post_init__(self) -> None:
+        if (self.outcome is OfferOutcome.CONTINUED) != (self.reason is not None):
+            raise ValueError("a reason goes with a continued result, and only with one")
+
+    @classmethod
+    def continued(cls, reason: ContinueReason, number: str | None = None) -> OfferResult:
+        return cls(OfferOutcome.CONTINUED, number, reason=reason)
+
+    @property
+    def label(self) -> str:
+        """The metrics label: the reason of a continued result, else the outcome."""
+        return (self.reason or self.outcome).value
 
     def __str__(self) -> str:
-        return self.outcome
+        """The log form: ``stored``, ``existing``, ``continued:<reason>`` or ``abandoned``."""
+        if self.reason is not None:
+            return f"{self.outcome}:{self.reason}"
+        return str(self.outcome)
 
 
 class Step(enum.StrEnum):
@@ -234,7 +274,7 @@ class OfferMachine:
 
     @property
     def result(self) -> OfferResult | None:
-        """Set once ``done``; ``str(result)`` is the outcome code."""
+        """Set once ``done``."""
         return self._result
 
     def start(self) -> list[Action]:
@@ -278,7 +318,7 @@ class OfferMachine:
                 return self._stored(event)
             case StoreFailed() if self._state is Step.STORING:
                 self._store_in_flight = False
-                return self._leave("store_failed", "sorry_error")
+                return self._leave(ContinueReason.STORE_FAILED, "sorry_error")
         return []  # stale token, key during a read-back, or an event this state ignores
 
     def _after_prompt(self) -> list[Action]:
@@ -298,7 +338,7 @@ class OfferMachine:
     def _on_silence(self) -> list[Action]:
         match self._state:
             case Step.OFFER_WAIT:
-                return self._leave("silence")
+                return self._leave(ContinueReason.SILENCE)
             case Step.CONFIRM_WAIT:
                 return self._retry_confirm(invalid_key=False)
             case Step.ENTRY_DIGITS:
@@ -310,7 +350,7 @@ class OfferMachine:
             case Step.OFFER_WAIT, "1":
                 return self._accept()
             case Step.OFFER_WAIT, "2":
-                return self._leave("declined")
+                return self._leave(ContinueReason.DECLINED)
             case Step.OFFER_WAIT, _:
                 return self._retry_offer()
             case Step.CONFIRM_WAIT, "1":
@@ -351,13 +391,13 @@ class OfferMachine:
 
     def _retry_offer(self) -> list[Action]:
         if self._failed():
-            return self._leave("too_many_tries", "too_many_tries")
+            return self._leave(ContinueReason.TOO_MANY_TRIES, "too_many_tries")
         media = self._s.prompt("invalid") + self._s.prompt("offer")
         return self._prompt(Step.OFFER, media, interruptible=True)
 
     def _retry_confirm(self, *, invalid_key: bool) -> list[Action]:
         if self._failed():
-            return self._leave("too_many_tries", "too_many_tries")
+            return self._leave(ContinueReason.TOO_MANY_TRIES, "too_many_tries")
         assert self._candidate is not None
         lead = self._s.prompt("invalid") if invalid_key else ()
         intro = "confirm_callerid" if self._from_callerid else "readback_intro"
@@ -394,7 +434,7 @@ class OfferMachine:
 
     def _entry_failed(self, *, invalid: bool) -> list[Action]:
         if self._failed():
-            return self._leave("too_many_tries", "too_many_tries")
+            return self._leave(ContinueReason.TOO_MANY_TRIES, "too_many_tries")
         return self._enter_number(self._s.prompt("invalid") if invalid else ())
 
     def _store(self) -> list[Action]:
@@ -407,7 +447,7 @@ class OfferMachine:
 
     def _stored(self, event: Stored) -> list[Action]:
         self._store_in_flight = False
-        outcome = "stored" if event.created else "existing"
+        outcome = OfferOutcome.STORED if event.created else OfferOutcome.EXISTING
         self._pending = OfferResult(outcome, self._confirmed, event.callback_id)
         self._final = HangupCall(outcome)
         if event.created:
@@ -417,9 +457,9 @@ class OfferMachine:
             media = self._s.prompt("already_pending")
         return self._prompt(Step.FAREWELL, media + self._s.prompt("goodbye"), interruptible=False)
 
-    def _leave(self, reason: str, lead: str | None = None) -> list[Action]:
+    def _leave(self, reason: ContinueReason, lead: str | None = None) -> list[Action]:
         """Back to the queue, after an optional explanation and "returning to the queue"."""
-        self._pending = OfferResult(f"continued:{reason}", self._confirmed)
+        self._pending = OfferResult.continued(reason, self._confirmed)
         self._final = ContinueToQueue(reason)
         media = (self._s.prompt(lead) if lead else ()) + self._s.prompt("returning_to_queue")
         return self._prompt(Step.FAREWELL, media, interruptible=False)
@@ -431,7 +471,8 @@ class OfferMachine:
 
     def _hung_up(self) -> list[Action]:
         keeps_result = isinstance(self._final, HangupCall)  # stored/existing stands
-        self._result = self._pending if keeps_result else OfferResult("abandoned", self._confirmed)
+        abandoned = OfferResult(OfferOutcome.ABANDONED, self._confirmed)
+        self._result = self._pending if keeps_result else abandoned
         self._state, self._play_token, self._timer_token = Step.DONE, None, None
         return []  # the caller is gone: nothing to play, nothing to store
 
@@ -440,7 +481,7 @@ class OfferMachine:
         if self._store_in_flight and isinstance(event, Stored | StoreFailed):
             self._store_in_flight = False
             if isinstance(event, Stored):
-                outcome = "stored" if event.created else "existing"
+                outcome = OfferOutcome.STORED if event.created else OfferOutcome.EXISTING
                 self._result = OfferResult(outcome, self._confirmed, event.callback_id)
 
     # --- mechanics -----------------------------------------------------------------
@@ -490,5 +531,5 @@ class OfferMachine:
             actions += [CancelTimer()] if armed else []
             self._play_token = self._timer_token = None
             self._state = Step.DONE
-            self._result = OfferResult("continued:error", self._confirmed)
-            return [*actions, ContinueToQueue("error")]
+            self._result = OfferResult.continued(ContinueReason.ERROR, self._confirmed)
+            return [*actions, ContinueToQueue(ContinueReason.ERROR)]

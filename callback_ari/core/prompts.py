@@ -1,41 +1,11 @@
-"""The offer dialogue's prompts: stock Asterisk English defaults and how numbers are spoken.
+"""Every prompt of both dialogues, declared once: name, stock default and what the caller hears.
 
 Every default below is a file of the stock ``asterisk-core-sounds-en`` package (1.5 and later),
 so a fresh Asterisk plays the whole dialogue without custom recordings. The stock set has no
 sentence that says "call you back", so ``offer`` in particular deserves a real recording.
 Replace any prompt per queue with ``prompt_<name> = sound:a, recording:b`` (an empty value
-plays nothing for that step).
-
-=====================  ================================================  ===========================
-prompt                 default media                                     what the caller hears
-=====================  ================================================  ===========================
-offer                  sound:queue-thankyou, sound:vm-press,             "Thank you for your
-                       sound:digits/1                                    patience. Press... one."
-confirm_callerid       sound:vm-num-i-have                               "The number I have is"
-                                                                         (then the caller ID)
-enter_number           sound:privacy-prompt, sound:vm-then-pound         "Please enter your phone
-                                                                         number, starting with the
-                                                                         area code. Then press
-                                                                         pound."
-readback_intro         sound:you-entered                                 "You entered" (then the
-                                                                         number)
-confirm_number         sound:if-correct-press, sound:digits/1,           "If this is correct,
-                       sound:vm-calldiffnum                              press... one. Press 2 to
-                                                                         enter a different number."
-invalid                sound:privacy-incorrect                           "I'm sorry, that number is
-                                                                         not valid."
-too_many_tries         sound:vm-sorry                                    "I'm sorry I did not
-                                                                         understand your response."
-already_pending        sound:auth-thankyou                               "Thank you."
-stored                 sound:num-was-successfully, sound:added           "The number was
-                                                                         successfully... added."
-wait_estimate          sound:queue-holdtime, sound:queue-minutes         "The estimated hold time
-                                                                         is currently <N> minutes."
-returning_to_queue     sound:queue-thankyou                              "Thank you for your
-                                                                         patience."
-sorry_error            sound:sorry                                       "We're sorry."
-goodbye                sound:vm-goodbye                                  "Goodbye."
-=====================  ================================================  ===========================
+plays nothing for that step). The config keys, the example config and the README table are
+generated from ``PROMPTS``.
 
 Numbers are spoken by Asterisk itself: the read-back is ``digits:<number>`` (digit by digit,
 a leading ``+`` is not spoken) and the wait estimate inserts ``number:<minutes>`` before the
@@ -47,30 +17,62 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
-PROMPT_NAMES: tuple[str, ...] = (
-    "offer", "confirm_callerid", "enter_number", "readback_intro", "confirm_number", "invalid",
-    "too_many_tries", "already_pending", "stored", "wait_estimate", "returning_to_queue",
-    "sorry_error", "goodbye",
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One prompt: its config name (``prompt_<name>``), stock media, and what it says."""
+
+    name: str
+    default: tuple[str, ...]
+    hears: str  # what the caller hears with the default media, and when
+
+
+PROMPTS: tuple[Prompt, ...] = (
+    Prompt("offer", ("sound:queue-thankyou", "sound:vm-press", "sound:digits/1"),
+           '"Thank you for your patience. Press... one." (for a callback; 2 or silence keeps '
+           "holding)"),
+    Prompt("confirm_callerid", ("sound:vm-num-i-have",),
+           '"The number I have is" -- then the caller ID is read back.'),
+    Prompt("enter_number", ("sound:privacy-prompt", "sound:vm-then-pound"),
+           '"Please enter your phone number, starting with the area code. Then press pound."'),
+    Prompt("readback_intro", ("sound:you-entered",),
+           '"You entered" -- then the keyed number is read back.'),
+    Prompt("confirm_number", ("sound:if-correct-press", "sound:digits/1", "sound:vm-calldiffnum"),
+           '"If this is correct, press one. Press 2 to enter a different number."'),
+    Prompt("invalid", ("sound:privacy-incorrect",),
+           "\"I'm sorry, that number is not valid.\" (invalid, international, refused)"),
+    Prompt("too_many_tries", ("sound:vm-sorry",),
+           "\"I'm sorry I did not understand your response.\" Too many wrong entries; the "
+           "caller returns to the queue."),
+    Prompt("already_pending", ("sound:auth-thankyou",),
+           '"Thank you." This number already has a callback pending; it is kept.'),
+    Prompt("stored", ("sound:num-was-successfully", "sound:added"),
+           'The callback is booked: "The number was successfully added."'),
+    Prompt("wait_estimate", ("sound:queue-holdtime", "sound:queue-minutes"),
+           '"The estimated hold time is currently <N> minutes": number:<N> is inserted before '
+           "the last media (after it when there is only one)."),
+    Prompt("returning_to_queue", ("sound:queue-thankyou",),
+           '"Thank you for your patience." The caller goes back to the queue, keeping their '
+           "place."),
+    Prompt("sorry_error", ("sound:sorry",),
+           "Something failed on our side (store unavailable): \"We're sorry.\", then back to "
+           "the queue."),
+    Prompt("callback_intro", ("sound:queue-thankyou",),
+           'Callback call, on answer (record "This is your requested callback from ...").'),
+    Prompt("callback_press1", ("sound:vm-press", "sound:digits/1"),
+           'Callback call: "Press... one." to be connected.'),
+    Prompt("callback_connecting", ("sound:queue-youarenext",),
+           'Confirmed: "You are next."'),
+    Prompt("goodbye", ("sound:vm-goodbye",), 'Before hanging up: "Goodbye."'),
 )  # fmt: skip
 
+PROMPT_NAMES: tuple[str, ...] = tuple(p.name for p in PROMPTS)
+
 DEFAULT_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "offer": ("sound:queue-thankyou", "sound:vm-press", "sound:digits/1"),
-        "confirm_callerid": ("sound:vm-num-i-have",),
-        "enter_number": ("sound:privacy-prompt", "sound:vm-then-pound"),
-        "readback_intro": ("sound:you-entered",),
-        "confirm_number": ("sound:if-correct-press", "sound:digits/1", "sound:vm-calldiffnum"),
-        "invalid": ("sound:privacy-incorrect",),
-        "too_many_tries": ("sound:vm-sorry",),
-        "already_pending": ("sound:auth-thankyou",),
-        "stored": ("sound:num-was-successfully", "sound:added"),
-        "wait_estimate": ("sound:queue-holdtime", "sound:queue-minutes"),
-        "returning_to_queue": ("sound:queue-thankyou",),
-        "sorry_error": ("sound:sorry",),
-        "goodbye": ("sound:vm-goodbye",),
-    }
+    {p.name: p.default for p in PROMPTS}
 )
 
 # Stock sounds of other languages lack some English files; a queue with ``language`` set gets

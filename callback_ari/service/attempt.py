@@ -251,7 +251,7 @@ class AttemptRunner:
     async def _confirm(self, a: Attempt) -> tuple[Outcome, str]:
         """Play "we are returning your call, press 1"; only a 1 connects the customer."""
         q = a.queue
-        media = (*q.prompts.callback_intro, *q.prompts.callback_press1)
+        media = (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
         for play in range(1, CONFIRM_PLAYS + 1):
             playback_id = f"{a.channel_id}-p{play}"
             try:

@@ -100,12 +100,17 @@ def offer_started(
 
 
 def offer_finished(
-    metrics: Metrics, q: QueueConfig, result: str, *, channel_id: str, frontend: str
+    metrics: Metrics,
+    q: QueueConfig,
+    result: offer.OfferResult,
+    *,
+    channel_id: str,
+    frontend: str,
 ) -> None:
     """Count how the dialogue ended and log ``offer.finished`` (every front end)."""
-    metrics.offer_ended(q.name, result)
+    metrics.offer_ended(q.name, result.label)
     log.info(
-        "offer.finished", queue=q.name, channel_id=channel_id, result=result, frontend=frontend
+        "offer.finished", queue=q.name, channel_id=channel_id, result=str(result), frontend=frontend
     )
 
 

@@ -73,10 +73,10 @@ class AgiOfferSession:
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
         self._stored: HeldCallback | None = None  # booked here: held until the line is down
-        self.result = "running"
+        self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
-    async def run(self) -> str:
-        """Run the dialogue to its end; returns the outcome code (as the ARI driver does)."""
+    async def run(self) -> offer.OfferResult:
+        """Run the dialogue to its end; returns its result (as the ARI driver does)."""
         q = self._q
         channel_id = self._agi.env.get("agi_uniqueid", "")
         offer_started(
@@ -89,7 +89,7 @@ class AgiOfferSession:
                 if q.language:  # AGI plays and says numbers in the channel's language
                     await self._agi.command("SET", "VARIABLE", "CHANNEL(language)", q.language)
                 # The last actions (continue, hang up) come with the machine already done.
-                while self.result == "running" and (todo or not self._machine.done):
+                while self.result is None and (todo or not self._machine.done):
                     if todo:
                         todo.extend(await self._execute(todo.popleft()))
                     else:
@@ -98,24 +98,26 @@ class AgiOfferSession:
             self._machine.handle(offer.Hangup())
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, frontend="agi")
-            await self._back_to_queue("dialogue_timeout")
+            await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
         except AgiError as exc:
             log.error("agi.command_failed", queue=q.name, error=str(exc))
             self._metrics.errors.labels("agi").inc()
-            await self._back_to_queue("error")
+            await self._back_to_queue(offer.ContinueReason.ERROR)
         except Exception as exc:  # any internal error: the caller goes back to the queue
             log.exception("offer.error", queue=q.name, frontend="agi", error=str(exc))
             self._metrics.errors.labels("flow").inc()
-            await self._back_to_queue("error")
-        if self.result == "running":
-            self.result = str(self._machine.result or "abandoned")
-        offer_finished(self._metrics, q, self.result, channel_id=channel_id, frontend="agi")
-        return self.result
+            await self._back_to_queue(offer.ContinueReason.ERROR)
+        result = self.result or self._machine.result or _ABANDONED
+        self.result = result
+        offer_finished(self._metrics, q, result, channel_id=channel_id, frontend="agi")
+        return result
 
     @property
     def held(self) -> HeldCallback | None:
         """The callback booked in this dialogue, still held until the caller's line is down."""
-        if self._stored is None or self.result.startswith("continued:"):
+        if self._stored is None or self.result is None:
+            return None
+        if self.result.outcome is offer.OfferOutcome.CONTINUED:
             return None
         return self._stored
 
@@ -171,7 +173,7 @@ class AgiOfferSession:
             case offer.HangupCall(reason=reason):
                 # Booked: the kit's line after AGI() sees CB_RESULT and returns
                 # QUEUESTATUS=CALLBACK to the admin's dialplan.
-                self.result = reason
+                self.result = self._machine.result or offer.OfferResult(reason)
                 with contextlib.suppress(AgiError):  # gone already: nothing left to do
                     await self._agi.command("SET", "VARIABLE", CB_RESULT, CB_RESULT_CALLBACK)
             case offer.StopPlayback():
@@ -198,9 +200,9 @@ class AgiOfferSession:
             return ""
         return dtmf_key(result) if escape else ""
 
-    async def _back_to_queue(self, reason: str) -> None:
+    async def _back_to_queue(self, reason: offer.ContinueReason) -> None:
         """Point the channel at the return context: same queue, the position they left."""
-        self.result = f"continued:{reason}"
+        self.result = offer.OfferResult.continued(reason)
         q = self._q
         try:
             if self._entry.position:
@@ -209,9 +211,12 @@ class AgiOfferSession:
             await self._agi.command("SET", "EXTENSION", q.name)
             await self._agi.command("SET", "PRIORITY", "1")
         except AgiHangup:
-            self.result = "abandoned"
+            self.result = _ABANDONED
         except AgiError as exc:
             log.error("agi.continue_failed", queue=q.name, error=str(exc))
+
+
+_ABANDONED = offer.OfferResult(offer.OfferOutcome.ABANDONED)
 
 
 def _known(value: str) -> str:
@@ -266,7 +271,7 @@ class AgiOffers:
         result = await session.run()
         if session.held is not None:
             self._on_booked(session.held)
-        return result
+        return str(result)
 
 
 def offer_server(

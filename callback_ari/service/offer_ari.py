@@ -75,7 +75,7 @@ class OfferSession:
         self._timer: tuple[float, int] | None = None  # (loop deadline, token)
         self._ended = False
         self._stored: HeldCallback | None = None  # booked here: held until the line is down
-        self.result = "running"
+        self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
     @property
     def channel_id(self) -> str:
@@ -103,7 +103,7 @@ class OfferSession:
         self._todo.extend(self._machine.handle(event))
         self._events.put_nowait(_WAKE)
 
-    async def run(self) -> str:
+    async def run(self) -> offer.OfferResult:
         """Run the dialogue to its end; returns the machine's result."""
         q = self._q
         offer_started(
@@ -121,14 +121,15 @@ class OfferSession:
                     await self._next_input()
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, channel_id=self.channel_id)
-            await self._back_to_queue("dialogue_timeout")
+            await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
         except Exception as exc:  # any internal error: the caller goes back to the queue
             self._metrics.errors.labels("flow").inc()
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
-            await self._back_to_queue("error")
-        self.result = self.result if self.result != "running" else str(self._machine.result)
-        offer_finished(self._metrics, q, self.result, channel_id=self.channel_id, frontend="ari")
-        return self.result
+            await self._back_to_queue(offer.ContinueReason.ERROR)
+        result = self.result or self._machine.result or _ABANDONED
+        self.result = result
+        offer_finished(self._metrics, q, result, channel_id=self.channel_id, frontend="ari")
+        return result
 
     async def _next_input(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,9 +187,7 @@ class OfferSession:
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
-                self.result = (
-                    reason if reason in ("stored", "existing") else str(self._machine.result)
-                )
+                self.result = self._machine.result or offer.OfferResult(reason)
                 self._ended = True
                 await self._hand_back_booked()
 
@@ -196,7 +195,9 @@ class OfferSession:
     def held(self) -> HeldCallback | None:
         """The callback booked in this dialogue, still held until the caller's line is down
         (None if nothing was booked here, or the caller was sent back to the queue)."""
-        if self._stored is None or self.result.startswith("continued:"):
+        if self._stored is None or self.result is None:
+            return None
+        if self.result.outcome is offer.OfferOutcome.CONTINUED:
             return None
         return self._stored
 
@@ -233,15 +234,15 @@ class OfferSession:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(self.channel_id)
 
-    async def return_without_offer(self, reason: str) -> None:
+    async def return_without_offer(self, reason: offer.ContinueReason) -> None:
         """Callbacks are closed for this queue (or we shut down): the caller keeps holding."""
-        self._metrics.offer_ended(self._q.name, reason)
+        self._metrics.offer_ended(self._q.name, reason.value)
         await self._back_to_queue(reason)
 
-    async def _back_to_queue(self, reason: str) -> None:
+    async def _back_to_queue(self, reason: offer.ContinueReason) -> None:
         """Continue the caller into the return context: same queue, the position they left."""
         self._ended = True
-        self.result = f"continued:{reason}"
+        self.result = offer.OfferResult.continued(reason)
         q = self._q
         try:
             if self._entry.position:
@@ -250,9 +251,10 @@ class OfferSession:
                 )
             await self._ari.continue_in_dialplan(self.channel_id, q.return_context, q.name, 1)
         except AriNotFound:
-            self.result = "abandoned"
+            self.result = _ABANDONED
         except AriError as exc:
             log.error("offer.continue_failed", channel_id=self.channel_id, error=str(exc))
 
 
+_ABANDONED = offer.OfferResult(offer.OfferOutcome.ABANDONED)
 _WAKE: ev.AriEvent = ev.OtherEvent(type="_wake", timestamp="", application="", raw={})

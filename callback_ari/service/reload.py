@@ -14,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from callback_ari.config.loader import Config, QueueConfig
-from callback_ari.config.schema import FIXED_SECTIONS, QUEUE_PREFIX
+from callback_ari.config.schema import QUEUE_PREFIX
+from callback_ari.config.settings import FIXED_SECTIONS
 
 RELOADABLE_GENERAL = frozenset({"log_level", "mask_numbers", "dialogue_timeout"})
 
@@ -67,8 +68,8 @@ def _changed_keys(old: QueueConfig, new: QueueConfig) -> list[str]:
         if f.name != "prompts" and getattr(old, f.name) != getattr(new, f.name)
     ]
     keys.extend(
-        "prompt_" + f.name
-        for f in dataclasses.fields(old.prompts)
-        if getattr(old.prompts, f.name) != getattr(new.prompts, f.name)
+        "prompt_" + name
+        for name, media in old.prompts.as_mapping().items()
+        if new.prompts[name] != media
     )
     return keys

@@ -24,7 +24,7 @@ from callback_ari.asterisk.ami_protocol import AmiMessage
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock, SystemClock
 from callback_ari.config.loader import Config
-from callback_ari.core import policy
+from callback_ari.core import offer, policy
 from callback_ari.core.hours import BusinessHours
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
@@ -313,16 +313,16 @@ class Service:
         try:
             if not self._offer_open(entry.queue):
                 log.info("offer.closed", queue=entry.queue, channel_id=session.channel_id)
-                await session.return_without_offer("closed")
+                await session.return_without_offer(offer.ContinueReason.CLOSED)
                 return
             result = await session.run()
             if session.held is not None:
                 self._watch_hangup(session.held)
-            if result.startswith("continued:"):
+            if result.outcome is offer.OfferOutcome.CONTINUED:
                 self.withdrawer.declined(session.channel_id)
         except asyncio.CancelledError:
             # Shutting down: nobody is left in a dead dialogue; back to the queue they go.
-            await asyncio.shield(session.return_without_offer("shutdown"))
+            await asyncio.shield(session.return_without_offer(offer.ContinueReason.SHUTDOWN))
             raise
         finally:
             self.sessions.pop(session.channel_id, None)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import callback_ari
 from callback_ari.config.loader import Config, parse_config
+from callback_ari.errors import ExitCode
 from callback_ari.masking import mask
 from callback_ari.models import Callback, State
 from callback_ari.service.service import Service
@@ -39,7 +40,6 @@ from callback_ari.sim.demo_script import (
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # Real seconds the script may take before it gives up: 90 s at the default 10x (a normal run
 # takes about 35 s; the whole demo stays under 2 minutes), longer when slowed down.
 DEADLINE_BASE_S, DEADLINE_STORY_S = 30.0, 600.0
@@ -104,21 +104,21 @@ def run_demo(*, speed: float = 10.0, seed: int = 7) -> int:
     """Play the demo; 0 if every callback connected and the declined caller was served."""
     if not (math.isfinite(speed) and speed > 0):
         print(f"callback-ari demo: --speed must be a positive number, got {speed}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if shutil.which("redis-server") is None:
         print(REDIS_MISSING, file=sys.stderr)
-        return EXIT_REDIS
+        return ExitCode.REDIS
     redis = RedisProcess()
     try:
         try:
             redis.start()
         except RuntimeError as exc:
             print(f"callback-ari demo: could not start redis-server: {exc}", file=sys.stderr)
-            return EXIT_REDIS
+            return ExitCode.REDIS
         return asyncio.run(_demo(speed, seed, redis.url))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted; the service, the simulated PBX and redis-server are stopped")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     finally:
         redis.close()  # stops redis-server and removes its temporary directory
 
@@ -185,7 +185,7 @@ async def _demo(speed: float, seed: int, redis_url: str) -> int:
         f"OK: {connected} of {connected} callbacks connected; {served} (declined) was served; "
         f"{time.monotonic() - started:.1f} s"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _header(
@@ -220,7 +220,7 @@ def _failed(problems: list[str]) -> int:
     say("FAILED:")
     for problem in problems:
         say(f"  - {problem}")
-    return EXIT_FAILED
+    return ExitCode.FAILED
 
 
 # --- the summary -------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Redis side of the callback store: the Lua scripts and the record codec they share.
 
-Every script receives KEYS[1] = ``<p>:queues`` (it carries the hash tag, so a cluster routes the
-script to the slot that holds the whole namespace) and the common ARGV header:
+Every script starts with the header ``keys.lua_header()`` generates (the key schema as Lua
+names: ``K_QUEUES``, ``kcb(id)``, ``kq(q, I_READY)``, ``S_PENDING`` ...; a script never spells
+a key, an index or a state itself), then the shared helpers below. Every script receives
+KEYS[1] = ``<p>:queues`` (it carries the hash tag, so a cluster routes the script to the slot
+that holds the whole namespace) and the common ARGV header:
 ARGV[1] namespace ``<p>`` (e.g. ``{cbari}``), ARGV[2] now (ms, the caller's clock),
 ARGV[3] audit stream MAXLEN (0: no audit), ARGV[4] terminal-record TTL in ms (0: keep).
 Operation arguments start at ARGV[5]. Replies are arrays whose first element is a status:
@@ -19,8 +22,7 @@ from typing import Any
 
 from callback_ari.errors import CorruptRecord
 from callback_ari.models import Callback, Origin, State
-
-_INT_FIELDS = ("j", "c", "a", "na", "le", "u", "pr", "po")
+from callback_ari.store import keys
 
 
 def as_text(value: object) -> str:
@@ -41,7 +43,7 @@ def decode_record(key: str, cb_id: str, fields: Mapping[Any, Any] | str) -> Call
     else:
         h = {as_text(k): as_text(v) for k, v in raw.items()}
     try:
-        ints = {f: int(h.get(f, "0")) for f in _INT_FIELDS}
+        ints = {f: int(h.get(f, "0")) for f in keys.INT_FIELDS}
         return Callback(
             id=cb_id,
             queue=h["q"],
@@ -68,24 +70,15 @@ def decode_record(key: str, cb_id: str, fields: Mapping[Any, Any] | str) -> Call
         raise CorruptRecord(key, f"bad value: {exc}") from None
 
 
-_COMMON = r"""
-local P = ARGV[1]
+_COMMON = (
+    keys.lua_header()
+    + r"""
 local NOW = tonumber(ARGV[2])
 local AUDIT_MAX = tonumber(ARGV[3])
 local TTL = tonumber(ARGV[4])
 local MOVE_LIMIT = 1000
-local LIVE = {pending = true, dialing = true, retry_wait = true}
-local STATES = {pending = true, dialing = true, retry_wait = true, connected = true,
-                failed = true, expired = true, cancelled = true}
-local REQUIRED = {'q', 'n', 'j', 'c', 's', 'a'}
-local INTS = {'j', 'c', 'a', 'na', 'le', 'u', 'pr', 'po'}
-local INDEXES = {ready = 'zset', sched = 'zset', retry = 'zset', dial = 'zset', age = 'zset',
-                 nums = 'hash', ['s:connected'] = 'zset', ['s:failed'] = 'zset',
-                 ['s:expired'] = 'zset', ['s:cancelled'] = 'zset'}
 
 local function num(x) return string.format('%.0f', x) end
-local function kcb(id) return P .. ':cb:' .. id end
-local function kq(q, part) return P .. ':q:' .. q .. ':' .. part end
 local function report(list, key, why) table.insert(list, key); table.insert(list, why) end
 
 -- (fields) for a sound record, (nil, reason) for a corrupt one, (nil, nil) when absent.
@@ -129,7 +122,8 @@ local function check_indexes(q, parts, globals)
     end
   end
   if globals then
-    for key, kind in pairs({[P .. ':queues'] = 'set', [P .. ':seq'] = 'string'}) do
+    for _, key in ipairs({K_QUEUES, K_SEQ}) do
+      local kind = GLOBAL_KEYS[key]
       local t = redis.call('TYPE', key).ok
       if t ~= 'none' and t ~= kind then return {key, 'expected ' .. kind .. ', found ' .. t} end
     end
@@ -140,7 +134,7 @@ end
 -- Drop an index entry that does not lead to a sound record of the expected kind, and say so.
 local function skip(id, h, why, where, reports)
   if why then
-    redis.pcall('SADD', P .. ':corrupt', id)
+    redis.pcall('SADD', K_CORRUPT, id)
     report(reports, kcb(id), why)
   elseif h then
     report(reports, kcb(id), 'state ' .. h.s .. ' of queue ' .. h.q .. ' found in ' .. where)
@@ -155,15 +149,15 @@ local function audit(id, q, from, to, outcome, cause, attempt)
   local f = {'id', id, 'queue', q, 'from', from, 'to', to, 'outcome', outcome, 'cause', cause,
              'attempt', attempt, 'ts', ts}
   -- Entry ids follow the caller's clock; if it ever runs backwards, let Redis pick the id.
-  local r = redis.pcall('XADD', P .. ':audit', 'MAXLEN', '~', AUDIT_MAX, ts .. '-*', unpack(f))
+  local r = redis.pcall('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAX, ts .. '-*', unpack(f))
   if type(r) == 'table' and r.err then
-    redis.pcall('XADD', P .. ':audit', 'MAXLEN', '~', AUDIT_MAX, '*', unpack(f))
+    redis.pcall('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAX, '*', unpack(f))
   end
 end
 
 -- A number is dialled by at most one callback at a time, whatever the queue.
 local function release_number(id, h)
-  local key = P .. ':dialnum'
+  local key = K_DIALNUM
   if redis.call('HGET', key, h.n) == id then redis.call('HDEL', key, h.n) end
 end
 
@@ -171,11 +165,11 @@ end
 local function finish(id, h, to, outcome, cause, keep_outcome)
   local q = h.q
   release_number(id, h)
-  for _, part in ipairs({'ready', 'sched', 'retry', 'dial', 'age'}) do
+  for _, part in ipairs(LIVE_INDEXES) do
     redis.call('ZREM', kq(q, part), id)
   end
-  if redis.call('HGET', kq(q, 'nums'), h.n) == id then redis.call('HDEL', kq(q, 'nums'), h.n) end
-  local done = kq(q, 's:' .. to)
+  if redis.call('HGET', kq(q, I_NUMS), h.n) == id then redis.call('HDEL', kq(q, I_NUMS), h.n) end
+  local done = kq(q, DONE_INDEX[to])
   redis.call('ZADD', done, num(NOW), id)
   if keep_outcome then
     redis.call('HSET', kcb(id), 's', to, 'le', '0', 'u', num(NOW))
@@ -191,18 +185,18 @@ end
 
 -- Due retry_wait and scheduled pending callbacks join the ready set (oldest due first).
 local function promote(q, reports)
-  for _, part in ipairs({'retry', 'sched'}) do
+  for _, part in ipairs({I_RETRY, I_SCHED}) do
     local src = kq(q, part)
-    local want = (part == 'retry') and 'retry_wait' or 'pending'
+    local want = (part == I_RETRY) and S_RETRY_WAIT or S_PENDING
     local due = redis.call('ZRANGEBYSCORE', src, '-inf', num(NOW), 'LIMIT', 0, MOVE_LIMIT)
     for _, id in ipairs(due) do
       redis.call('ZREM', src, id)
       local h, why = load(id)
       if h and h.s == want and h.q == q then
-        redis.call('ZADD', kq(q, 'ready'), num(score(h)), id)
-        if want == 'retry_wait' then
-          redis.call('HSET', kcb(id), 's', 'pending', 'u', num(NOW))
-          audit(id, q, 'retry_wait', 'pending', '', '', h.a)
+        redis.call('ZADD', kq(q, I_READY), num(score(h)), id)
+        if want == S_RETRY_WAIT then
+          redis.call('HSET', kcb(id), 's', S_PENDING, 'u', num(NOW))
+          audit(id, q, S_RETRY_WAIT, S_PENDING, '', '', h.a)
         end
       else
         skip(id, h, why, src, reports)
@@ -211,6 +205,7 @@ local function promote(q, reports)
   end
 end
 """
+)
 
 ENQUEUE = (
     _COMMON
@@ -226,7 +221,7 @@ if given ~= '' then
   if why then return {'corrupt', kcb(given), why} end
   if h then return {'old', given, rec(given), reports} end
 end
-local cur = redis.call('HGET', kq(q, 'nums'), n)
+local cur = redis.call('HGET', kq(q, I_NUMS), n)
 if cur then
   local h, why = load(cur)
   if h and LIVE[h.s] and h.q == q and h.n == n then
@@ -236,21 +231,21 @@ if cur then
 end
 local id = given
 if id == '' then
-  repeat id = tostring(redis.call('INCR', P .. ':seq')) until redis.call('EXISTS', kcb(id)) == 0
+  repeat id = tostring(redis.call('INCR', K_SEQ)) until redis.call('EXISTS', kcb(id)) == 0
 end
 local na = tonumber(ARGV[14])
 redis.call('HSET', kcb(id), 'q', q, 'n', n, 'nm', ARGV[7], 'ch', ARGV[8], 'j', ARGV[9],
-  'c', num(NOW), 's', 'pending', 'a', '0', 'o', '', 'ca', '', 'na', num(na), 'lo', '', 'le', '0',
+  'c', num(NOW), 's', S_PENDING, 'a', '0', 'o', '', 'ca', '', 'na', num(na), 'lo', '', 'le', '0',
   'u', num(NOW), 'pr', ARGV[11], 'or', ARGV[10], 'po', ARGV[12])
-redis.call('HSET', kq(q, 'nums'), n, id)
-redis.call('ZADD', kq(q, 'age'), num(NOW), id)
-redis.call('SADD', P .. ':queues', q)
+redis.call('HSET', kq(q, I_NUMS), n, id)
+redis.call('ZADD', kq(q, I_AGE), num(NOW), id)
+redis.call('SADD', K_QUEUES, q)
 if na > NOW then
-  redis.call('ZADD', kq(q, 'sched'), num(na), id)
+  redis.call('ZADD', kq(q, I_SCHED), num(na), id)
 else
-  redis.call('ZADD', kq(q, 'ready'), num(tonumber(ARGV[9]) - tonumber(ARGV[11]) * 1000), id)
+  redis.call('ZADD', kq(q, I_READY), num(tonumber(ARGV[9]) - tonumber(ARGV[11]) * 1000), id)
 end
-audit(id, q, '', 'pending', '', '', '0')
+audit(id, q, '', S_PENDING, '', '', '0')
 return {'new', id, rec(id), reports}
 """
 )
@@ -265,30 +260,30 @@ local bad = check_indexes(q, {ready = true, retry = true, sched = true, dial = t
 if bad then return {'corrupt', bad[1], bad[2]} end
 local reports = {}
 promote(q, reports)
-if ARGV[9] ~= '' and redis.call('ZCARD', kq(q, 'dial')) >= tonumber(ARGV[9]) then
+if ARGV[9] ~= '' and redis.call('ZCARD', kq(q, I_DIAL)) >= tonumber(ARGV[9]) then
   return {'full', '', {}, reports}
 end
-local ready = kq(q, 'ready')
+local ready = kq(q, I_READY)
 local pos = 0
 for _ = 1, 100 do
   local top = redis.call('ZRANGE', ready, pos, pos)
   if #top == 0 then break end
   local id = top[1]
   local h, why = load(id)
-  local other = h and redis.call('HGET', P .. ':dialnum', h.n)
-  if h and h.s == 'pending' and h.q == q and other and other ~= id then
+  local other = h and redis.call('HGET', K_DIALNUM, h.n)
+  if h and h.s == S_PENDING and h.q == q and other and other ~= id then
     pos = pos + 1  -- its number is being called for another callback: next in line, keep it
-  elseif h and h.s == 'pending' and h.q == q then
+  elseif h and h.s == S_PENDING and h.q == q then
     if ARGV[8] ~= '' and tonumber(h.j) >= tonumber(ARGV[8]) then
       return {'gated', id, {}, reports}
     end
-    redis.call('HSET', P .. ':dialnum', h.n, id)
+    redis.call('HSET', K_DIALNUM, h.n, id)
     local a = num(tonumber(h.a) + 1)
     local le = num(NOW + tonumber(ARGV[7]))
     redis.call('ZREM', ready, id)
-    redis.call('ZADD', kq(q, 'dial'), le, id)
-    redis.call('HSET', kcb(id), 's', 'dialing', 'a', a, 'lo', ARGV[6], 'le', le, 'u', num(NOW))
-    audit(id, q, 'pending', 'dialing', '', '', a)
+    redis.call('ZADD', kq(q, I_DIAL), le, id)
+    redis.call('HSET', kcb(id), 's', S_DIALING, 'a', a, 'lo', ARGV[6], 'le', le, 'u', num(NOW))
+    audit(id, q, S_PENDING, S_DIALING, '', '', a)
     return {'ok', id, rec(id), reports}
   else
     redis.call('ZREM', ready, id)
@@ -313,27 +308,27 @@ if bad then return {'corrupt', bad[1], bad[2]} end
 if attempt ~= '' and tonumber(attempt) ~= tonumber(h.a) then
   return {'bad', id, 'attempt ' .. attempt .. ' is stale, the callback is at attempt ' .. h.a}
 end
-if h.s ~= 'dialing' then
-  local expect = {retry_wait = true, pending = true, failed = true}
-  if outcome == 'connected' then expect = {connected = true} end
+if h.s ~= S_DIALING then
+  local expect = {[S_RETRY_WAIT] = true, [S_PENDING] = true, [S_FAILED] = true}
+  if outcome == O_CONNECTED then expect = {[S_CONNECTED] = true} end
   if h.lo == owner and h.o == outcome and h.ca == cause and expect[h.s] then
     return {'same', id, rec(id), {}}
   end
   return {'bad', id, 'callback is ' .. h.s .. ', not dialing'}
 end
 if h.lo ~= owner then return {'bad', id, 'the lease belongs to another worker'} end
-if outcome == 'connected' then
-  finish(id, h, 'connected', outcome, cause, false)
+if outcome == O_CONNECTED then
+  finish(id, h, S_CONNECTED, outcome, cause, false)
 elseif ARGV[9] ~= '' and tonumber(h.a) < tonumber(ARGV[10]) then
   local at = num(tonumber(ARGV[9]))
   release_number(id, h)
-  redis.call('ZREM', kq(h.q, 'dial'), id)
-  redis.call('ZADD', kq(h.q, 'retry'), at, id)
-  redis.call('HSET', kcb(id), 's', 'retry_wait', 'na', at, 'o', outcome, 'ca', cause, 'le', '0',
+  redis.call('ZREM', kq(h.q, I_DIAL), id)
+  redis.call('ZADD', kq(h.q, I_RETRY), at, id)
+  redis.call('HSET', kcb(id), 's', S_RETRY_WAIT, 'na', at, 'o', outcome, 'ca', cause, 'le', '0',
     'u', num(NOW))
-  audit(id, h.q, 'dialing', 'retry_wait', outcome, cause, h.a)
+  audit(id, h.q, S_DIALING, S_RETRY_WAIT, outcome, cause, h.a)
 else
-  finish(id, h, 'failed', outcome, cause, false)
+  finish(id, h, S_FAILED, outcome, cause, false)
 end
 return {'ok', id, rec(id), {}}
 """
@@ -347,11 +342,11 @@ local id = ARGV[5]
 local h, why = load(id)
 if why then return {'corrupt', kcb(id), why} end
 if not h then return {'nf', id} end
-if h.s == 'cancelled' then return {'same', id, rec(id), {}} end
+if h.s == S_CANCELLED then return {'same', id, rec(id), {}} end
 if not LIVE[h.s] then return {'bad', id, 'callback is already ' .. h.s} end
 local bad = check_indexes(h.q)
 if bad then return {'corrupt', bad[1], bad[2]} end
-finish(id, h, 'cancelled', '', ARGV[6], true)
+finish(id, h, S_CANCELLED, '', ARGV[6], true)
 return {'ok', id, rec(id), {}}
 """
 )
@@ -363,13 +358,13 @@ EXPIRE = (
 local q = ARGV[5]
 local bad = check_indexes(q)
 if bad then return {'corrupt', bad[1], bad[2]} end
-local age = kq(q, 'age')
+local age = kq(q, I_AGE)
 local out, reports = {}, {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', age, '-inf', '(' .. ARGV[6])) do
   local h, why = load(id)
   if h and h.q == q and LIVE[h.s] then
-    if h.s ~= 'dialing' then
-      finish(id, h, 'expired', '', 'max_age', true)
+    if h.s ~= S_DIALING then
+      finish(id, h, S_EXPIRED, '', 'max_age', true)
       table.insert(out, id)
     end
   else
@@ -386,23 +381,23 @@ RECLAIM = (
     + r"""
 -- A crashed worker's claim returns to pending; the attempt it used stays counted.
 local out, reports = {}, {}
-for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
   local bad = check_indexes(q, {dial = true, ready = true})
   if bad then
     report(reports, bad[1], bad[2])
   else
-    local dial = kq(q, 'dial')
+    local dial = kq(q, I_DIAL)
     local due = redis.call('ZRANGEBYSCORE', dial, '-inf', num(NOW), 'LIMIT', 0, MOVE_LIMIT)
     for _, id in ipairs(due) do
       local h, why = load(id)
-      if h and h.s == 'dialing' and h.q == q then
+      if h and h.s == S_DIALING and h.q == q then
         if tonumber(h.le) <= NOW then
           release_number(id, h)
           redis.call('ZREM', dial, id)
-          redis.call('ZADD', kq(q, 'ready'), num(score(h)), id)
-          redis.call('HSET', kcb(id), 's', 'pending', 'lo', '', 'le', '0', 'o', 'error',
+          redis.call('ZADD', kq(q, I_READY), num(score(h)), id)
+          redis.call('HSET', kcb(id), 's', S_PENDING, 'lo', '', 'le', '0', 'o', O_ERROR,
             'ca', 'lease_expired', 'u', num(NOW))
-          audit(id, q, 'dialing', 'pending', 'error', 'lease_expired', h.a)
+          audit(id, q, S_DIALING, S_PENDING, O_ERROR, 'lease_expired', h.a)
           table.insert(out, id)
         else
           redis.call('ZADD', dial, h.le, id)
@@ -424,10 +419,10 @@ RENEW = (
 -- ARGV: 5 id, 6 owner, 7 lease_ms
 local id = ARGV[5]
 local h = load(id)
-if not h or h.s ~= 'dialing' or h.lo ~= ARGV[6] then return 0 end
+if not h or h.s ~= S_DIALING or h.lo ~= ARGV[6] then return 0 end
 local le = num(NOW + tonumber(ARGV[7]))
 redis.call('HSET', kcb(id), 'le', le)
-redis.call('ZADD', kq(h.q, 'dial'), le, id)
+redis.call('ZADD', kq(h.q, I_DIAL), le, id)
 return 1
 """
 )
@@ -460,8 +455,8 @@ FIND_LIVE = (
     + r"""
 -- ARGV: 5 queue, 6 number
 local q, n = ARGV[5], ARGV[6]
-local id = redis.pcall('HGET', kq(q, 'nums'), n)
-if type(id) == 'table' and id.err then return {'corrupt', kq(q, 'nums'), 'not a hash'} end
+local id = redis.pcall('HGET', kq(q, I_NUMS), n)
+if type(id) == 'table' and id.err then return {'corrupt', kq(q, I_NUMS), 'not a hash'} end
 if not id then return {'none'} end
 local h, why = load(id)
 if why then return {'corrupt', kcb(id), why} end
@@ -505,17 +500,16 @@ COUNTS = (
     + r"""
 -- Reply: {{queue, ready, sched, retry, dial, connected, failed, expired, cancelled}, ...}, reports
 local out, reports = {}, {}
-local queues = redis.pcall('SMEMBERS', P .. ':queues')
+local queues = redis.pcall('SMEMBERS', K_QUEUES)
 if queues.err then
-  report(reports, P .. ':queues', 'not a set')
+  report(reports, K_QUEUES, 'not a set')
   return {out, reports}
 end
 for _, q in ipairs(queues) do
   local row = {q}
-  for _, part in ipairs({'ready', 'sched', 'retry', 'dial', 's:connected', 's:failed',
-                         's:expired', 's:cancelled'}) do
+  for _, part in ipairs(COUNT_INDEXES) do
     local n
-    if TTL > 0 and string.sub(part, 1, 2) == 's:' then
+    if TTL > 0 and TERMINAL_INDEXES[part] then
       n = redis.pcall('ZCOUNT', kq(q, part), num(NOW - TTL), '+inf')
     else
       n = redis.pcall('ZCARD', kq(q, part))
@@ -531,3 +525,9 @@ end
 return {out, reports}
 """
 )
+
+SCRIPTS: dict[str, str] = {
+    "enqueue": ENQUEUE, "claim": CLAIM, "record_outcome": RECORD, "cancel": CANCEL,
+    "expire": EXPIRE, "reclaim": RECLAIM, "renew": RENEW, "find_live": FIND_LIVE, "list": LIST,
+    "counts": COUNTS,
+}  # fmt: skip

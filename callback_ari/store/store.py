@@ -1,27 +1,7 @@
 """The durable callback store in Redis: atomic, idempotent transitions plus an audit stream.
 
-Key schema (``<p>`` is ``{prefix}``: the braces are a cluster hash tag, one slot per namespace)::
-
-  <p>:seq              string  INCR counter behind generated callback ids ("1", "2", ...)
-  <p>:cb:<id>          hash    one callback; fields below. Terminal records get PEXPIRE ttl
-  <p>:queues           set     every queue name that ever held a callback
-  <p>:q:<Q>:ready      zset    pending and due          score join_time_ms - priority*1000
-  <p>:q:<Q>:sched      zset    pending, not yet due     score next_attempt_ms
-  <p>:q:<Q>:retry      zset    retry_wait               score next_attempt_ms
-  <p>:q:<Q>:dial       zset    dialing                  score lease_expires_ms
-  <p>:q:<Q>:age        zset    every live callback      score created_ms (expiry by age)
-  <p>:q:<Q>:nums       hash    number -> id of the one live callback for (queue, number)
-  <p>:q:<Q>:s:<state>  zset    connected|failed|expired|cancelled, score updated_ms (ttl-pruned)
-  <p>:audit            stream  one entry per transition: id queue from to outcome cause attempt ts
-                               (entry ids follow the store clock; XADD MAXLEN ~ audit_maxlen)
-  <p>:corrupt          set     ids whose hash was found corrupt and dropped from the indexes
-  <p>:dialnum          hash    number -> id of the callback dialing it (any queue): a number
-                               is never called by two callbacks at once
-
-Hash fields (short: keeps the hash a listpack, ~300 bytes): q queue, n number, nm caller_name,
-ch source_channel, j join_time_ms, c created_ms, s state, a attempts, o last_outcome,
-ca last_cause, na next_attempt_ms, lo lease_owner (current or last attempt), le lease_expires_ms
-(0 unless dialing), u updated_ms, pr priority (seconds of boost), or origin, po position.
+The key schema (every key, index, hash field and state name) is ``store/keys.py``; the Lua
+scripts get the same names from the header it generates.
 """
 
 from __future__ import annotations
@@ -50,6 +30,7 @@ from callback_ari.errors import (
     StoreUnavailable,
 )
 from callback_ari.models import TERMINAL_STATES, Callback, Origin, Outcome, State
+from callback_ari.store import keys
 from callback_ari.store import scripts as store_scripts
 from callback_ari.store.scripts import as_text, decode_record
 
@@ -59,14 +40,8 @@ T = TypeVar("T")
 
 ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 DEFAULT_TERMINAL_TTL_S = 30 * 86400
-# The index zsets that hold each state, in listing order.
-_STATE_PARTS: dict[State, tuple[str, ...]] = {
-    State.PENDING: ("ready", "sched"),
-    State.RETRY_WAIT: ("retry",),
-    State.DIALING: ("dial",),
-    **{s: (f"s:{s.value}",) for s in TERMINAL_STATES},
-}
 _STATE_ORDER = tuple(State)
+_TERMINAL_ORDER = tuple(s for s in State if s in TERMINAL_STATES)
 
 
 def connect_redis(url: str, *, sentinel_master: str = "", sentinels: tuple[str, ...] = ()) -> Redis:
@@ -128,6 +103,7 @@ class CallbackStore:
             raise ValueError(f"bad store prefix {prefix!r}")
         self._r = redis
         self._p = prefix if "{" in prefix else f"{{{prefix}}}"
+        self._keys = keys.KeySchema(self._p)
         self._clock: Clock = clock or SystemClock()
         self._audit_maxlen = max(0, audit_maxlen)
         self._ttl_ms = max(0, terminal_ttl_s) * 1000
@@ -154,8 +130,8 @@ class CallbackStore:
         return self._p
 
     def key(self, *parts: str) -> str:
-        """A key in this store's namespace, e.g. ``key("cb", "17")``."""
-        return ":".join((self._p, *parts))
+        """A key of the schema in this namespace, e.g. ``key("cb", "17")`` (ValueError if not)."""
+        return self._keys.key(*parts)
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -428,11 +404,11 @@ class CallbackStore:
             queues = [queue]
         states = _STATE_ORDER if state is None else (State(state),)
         segments = [(q, s, self.key("q", q, part)) for q in queues for s in states
-                    for part in _STATE_PARTS[s]]  # fmt: skip
+                    for part in keys.STATE_INDEXES[s]]  # fmt: skip
         if not segments or limit <= 0:
             return []
-        keys = [k for _, _, k in segments]
-        reply = await self._run("list", self._list, None, max(0, cursor), limit, *keys)
+        indexes = [k for _, _, k in segments]
+        reply = await self._run("list", self._list, None, max(0, cursor), limit, *indexes)
         self._report("list", reply[1])
         items = reply[0]
         out: builtins.list[Callback] = []
@@ -464,15 +440,10 @@ class CallbackStore:
         out: dict[str, dict[str, int]] = {}
         for row in reply[0]:
             q = as_text(row[0])
-            ready, sched, retry, dial, conn, failed, expired, cancelled = (int(x) for x in row[1:])
+            column = dict(zip(keys.COUNT_INDEXES, (int(x) for x in row[1:]), strict=True))
             out[q] = {
-                State.PENDING.value: ready + sched,
-                State.DIALING.value: dial,
-                State.RETRY_WAIT.value: retry,
-                State.CONNECTED.value: conn,
-                State.FAILED.value: failed,
-                State.EXPIRED.value: expired,
-                State.CANCELLED.value: cancelled,
+                s.value: sum(column[part] for part in keys.STATE_INDEXES[s])
+                for s in (State.PENDING, State.DIALING, State.RETRY_WAIT, *_TERMINAL_ORDER)
             }
         return out
 
