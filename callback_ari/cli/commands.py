@@ -165,6 +165,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=float, default=10.0, help="how much faster than real time (default 10)"
     )
     parser.add_argument("--seed", type=int, default=7, help="scenario seed")
+    parser.add_argument(
+        "--asterisk", action="store_true",
+        help="play it with real channels on the sandbox Asterisk 22 (dialplan/sandbox/pbx)",
+    )  # fmt: skip
 
 
 def demo_handler(args: argparse.Namespace) -> int:
@@ -172,7 +176,7 @@ def demo_handler(args: argparse.Namespace) -> int:
     from callback_ari.sim.demo import run_demo
 
     configure_logging(args.log_format or "auto", args.log_level or "info")
-    return run_demo(speed=args.speed, seed=args.seed)
+    return run_demo(speed=args.speed, seed=args.seed, asterisk=args.asterisk)
 
 
 class Register(Protocol):

@@ -2,8 +2,10 @@
 
 Everything runs in this process except redis-server: ``SimAsterisk`` (ARI + AMI on loopback
 sockets, running our dialplan kit), the real ``Service`` with a generated config, and the
-script of ``demo_script`` playing the callers and agents. The service's structured logs stream
-on stdout as configured by the CLI; the script narrates its own steps as ``demo:`` lines.
+script of ``demo_script`` playing the callers and agents. With ``--asterisk`` the same script
+plays on the real sandbox Asterisk 22 (dialplan/sandbox/pbx) instead of the simulator. The
+service's structured logs stream on stdout as configured by the CLI; the script narrates its
+own steps as ``demo:`` lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import callback_ari
@@ -25,7 +28,6 @@ from callback_ari.models import Callback, State
 from callback_ari.service.service import Service
 from callback_ari.sim.demo_script import (
     AGENTS,
-    APP,
     OFFER_HOLD_S,
     QUEUE,
     RETRY_S,
@@ -37,12 +39,15 @@ from callback_ari.sim.demo_script import (
     leaf_exceptions,
     make_cast,
 )
+from callback_ari.sim.demo_stage import APP, PbxLink, SandboxStage, SimStage, Stage
+from callback_ari.sim.sandbox import Harness, Sandbox
 from callback_ari.sim.simpbx.redis_process import RedisProcess
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
 # Real seconds the script may take before it gives up: 90 s at the default 10x (a normal run
-# takes about 35 s; the whole demo stays under 2 minutes), longer when slowed down.
-DEADLINE_BASE_S, DEADLINE_STORY_S = 30.0, 600.0
+# takes about 35 s; the whole demo stays under 2 minutes), longer when slowed down. The real
+# PBX plays its prompts in real time whatever the speed: it gets DEADLINE_PBX_S more.
+DEADLINE_BASE_S, DEADLINE_STORY_S, DEADLINE_PBX_S = 30.0, 600.0, 30.0
 READY_TIMEOUT_S = 15.0
 KIT_NAME = "extensions_callback.conf"
 INCOMING = (
@@ -73,13 +78,13 @@ def real_seconds(story_s: float, speed: float, minimum: int = 1) -> int:
     return max(minimum, round(story_s / speed))
 
 
-def demo_config(sim: SimAsterisk, redis_url: str, speed: float) -> Config:
-    """The service's config: the simulator's credentials, one queue, demo-sized thresholds."""
+def demo_config(pbx: PbxLink, redis_url: str, speed: float) -> Config:
+    """The service's config: the PBX's credentials, one queue, demo-sized thresholds."""
     queue = {
         "offer_threshold": real_seconds(OFFER_HOLD_S, speed),
         "retry_interval": real_seconds(RETRY_S, speed),
         "max_attempts": 3,
-        "dial_template": "PJSIP/{number}@trunk",
+        "dial_template": pbx.dial_template,
         "ring_timeout": 20,  # the simulator scales it; the service's own guard adds 5 s
         "confirm_timeout": 5,
         "digit_timeout": 3,
@@ -88,10 +93,10 @@ def demo_config(sim: SimAsterisk, redis_url: str, speed: float) -> Config:
     lines = [
         "[general]", f"app = {APP}", "instance_id = demo", "lease_seconds = 10",
         "resync_interval = 30", "dialogue_timeout = 60",
-        "[ari]", f"url = {sim.ari_url}", f"username = {sim.ari_user}",
-        f"password = {sim.ari_password}",
-        "[ami]", f"host = {sim.host}", f"port = {sim.ami_port}", f"username = {sim.ami_user}",
-        f"secret = {sim.ami_secret}", "ping_interval = 5", "ping_timeout = 5",
+        "[ari]", f"url = {pbx.ari_url}", f"username = {pbx.ari_user}",
+        f"password = {pbx.ari_password}",
+        "[ami]", f"host = {pbx.ami_host}", f"port = {pbx.ami_port}", f"username = {pbx.ami_user}",
+        f"secret = {pbx.ami_secret}", "ping_interval = 5", "ping_timeout = 5",
         "[redis]", f"url = {redis_url}", "prefix = demo",
         "[http]", "enabled = no",
         "[agi]", "enabled = no",
@@ -100,11 +105,19 @@ def demo_config(sim: SimAsterisk, redis_url: str, speed: float) -> Config:
     return parse_config("\n".join(lines) + "\n", env={})
 
 
-def run_demo(*, speed: float = 10.0, seed: int = 7) -> int:
-    """Play the demo; 0 if every callback connected and the declined caller was served."""
+def run_demo(*, speed: float = 10.0, seed: int = 7, asterisk: bool = False) -> int:
+    """Play the demo; 0 if every callback connected and the declined caller was served.
+
+    ``asterisk``: on the real sandbox Asterisk (CBPBX_* pick the instance) instead of the
+    simulator; it is started fresh and stopped at the end.
+    """
     if not (math.isfinite(speed) and speed > 0):
         print(f"callback-ari demo: --speed must be a positive number, got {speed}", file=sys.stderr)
         return ExitCode.USAGE
+    box = Sandbox.from_env() if asterisk else None
+    if box is not None and (reason := box.unavailable()) is not None:
+        print(f"callback-ari demo --asterisk: {reason}", file=sys.stderr)
+        return ExitCode.ASTERISK  # no sandbox PBX to play on
     if shutil.which("redis-server") is None:
         print(REDIS_MISSING, file=sys.stderr)
         return ExitCode.REDIS
@@ -115,15 +128,31 @@ def run_demo(*, speed: float = 10.0, seed: int = 7) -> int:
         except RuntimeError as exc:
             print(f"callback-ari demo: could not start redis-server: {exc}", file=sys.stderr)
             return ExitCode.REDIS
-        return asyncio.run(_demo(speed, seed, redis.url))
+        return asyncio.run(_demo(speed, seed, redis.url, box))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        say("interrupted; the service, the simulated PBX and redis-server are stopped")
+        say("interrupted; the service, the PBX and redis-server are stopped")
         return ExitCode.INTERRUPTED
     finally:
         redis.close()  # stops redis-server and removes its temporary directory
 
 
-async def _demo(speed: float, seed: int, redis_url: str) -> int:
+@contextlib.asynccontextmanager
+async def _stage(box: Sandbox | None, speed: float, dialplan: str | None) -> AsyncIterator[Stage]:
+    """The simulator, or the sandbox Asterisk started fresh (and stopped after) with a harness."""
+    if box is None:
+        async with SimAsterisk(time_scale=1 / speed, dialplan=dialplan) as sim:
+            yield SimStage(sim)
+        return
+    await asyncio.to_thread(box.start)  # the script: lays out a fresh config, starts Asterisk
+    try:
+        version = await asyncio.to_thread(box.cli, "core show version")
+        async with Harness(box) as harness:
+            yield SandboxStage(harness, speed=speed, version=version.split(" built")[0].strip())
+    finally:
+        await asyncio.shield(asyncio.to_thread(box.stop))
+
+
+async def _demo(speed: float, seed: int, redis_url: str, box: Sandbox | None) -> int:
     main = asyncio.current_task()
     assert main is not None
     stopping = asyncio.Event()
@@ -142,17 +171,18 @@ async def _demo(speed: float, seed: int, redis_url: str) -> int:
     kit = find_kit()
     cast = make_cast(seed)
     dialplan = kit.read_text() + INCOMING if kit else None
-    async with SimAsterisk(time_scale=1 / speed, dialplan=dialplan) as sim:
+    deadline_s = DEADLINE_BASE_S + DEADLINE_STORY_S / speed
+    async with _stage(box, speed, dialplan) as stage:
         scenario = Scenario(
-            sim,
+            stage,
             cast,
             speed=speed,
-            deadline_s=DEADLINE_BASE_S + DEADLINE_STORY_S / speed,
+            deadline_s=deadline_s + (DEADLINE_PBX_S if box else 0.0),
             narrate=say,
         )
-        scenario.prepare()
-        config = demo_config(sim, redis_url, speed)
-        _header(sim, config, kit, speed, seed, redis_url)
+        await scenario.prepare()
+        config = demo_config(stage.link, redis_url, speed)
+        _header(stage.link, config, None if box else kit, speed, seed, redis_url)
         service = Service(config)
         failures: list[str] = []
         callbacks: list[Callback] = []
@@ -189,13 +219,18 @@ async def _demo(speed: float, seed: int, redis_url: str) -> int:
 
 
 def _header(
-    sim: SimAsterisk, config: Config, kit: Path | None, speed: float, seed: int, redis_url: str
+    pbx: PbxLink, config: Config, kit: Path | None, speed: float, seed: int, redis_url: str
 ) -> None:
     q = config.queues[QUEUE]
-    say(f"callback-ari demo, {speed:g}x real time, seed {seed}")
-    say(f"simulated Asterisk 22: ARI {sim.ari_url}, AMI port {sim.ami_port}")
+    clock = "story clock " if pbx.real_time else ""
+    say(f"callback-ari demo, {clock}{speed:g}x real time, seed {seed}")
+    say(pbx.description)
     say(f"private redis-server: {redis_url}; the real service runs in this process")
-    say(f"dialplan: {kit}" if kit else "dialplan: the simulator's built-in copy of the kit")
+    if pbx.real_time:
+        say("dialplan: the kit as `dialplan/sandbox/pbx start` installs it; customers dialled "
+            f"as {pbx.dial_template}; prompts, rings and talk take real time")  # fmt: skip
+    else:
+        say(f"dialplan: {kit}" if kit else "dialplan: the simulator's built-in copy of the kit")
     say(
         f"queue {QUEUE}: agents {', '.join(AGENTS)}; offer after {q.offer_threshold} s on hold, "
         f"retry after {q.retry_interval} s (story time: {OFFER_HOLD_S:g} s and {RETRY_S:g} s)"
@@ -282,7 +317,7 @@ def summarize(
 
 def _declined_fate(scenario: Scenario, caller: Caller) -> str:
     channel = scenario.ledger.channels.get(caller.name)
-    call = scenario.ledger.served(channel.id) if channel else None
+    call = scenario.ledger.served(channel) if channel else None
     if call is None:
         problem = f"{caller.name} declined the offer and was never answered by an agent"
         scenario.problems.append(problem)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,12 +18,10 @@ from typing import TypeVar
 
 from callback_ari.masking import mask
 from callback_ari.models import State
-from callback_ari.sim.simpbx.model import Channel
-from callback_ari.sim.simpbx.sim import SimAsterisk
+from callback_ari.sim.demo_stage import Stage
 from callback_ari.store.store import CallbackStore
 
 QUEUE = "support"
-APP = "callback-ari"
 AGENTS = ("agent1", "agent2")
 
 # Story durations, PBX seconds.
@@ -124,7 +122,7 @@ class Ledger:
     """What the audience saw happen, for the summary."""
 
     joined: dict[str, float] = field(default_factory=dict)  # caller name -> monotonic
-    channels: dict[str, Channel] = field(default_factory=dict)  # caller name -> inbound leg
+    channels: dict[str, str] = field(default_factory=dict)  # caller name -> inbound leg id
     agent_calls: dict[str, AgentCall] = field(default_factory=dict)  # channel id -> call
     outcomes: dict[str, list[str]] = field(default_factory=dict)  # callback id -> per attempt
     states: dict[str, State] = field(default_factory=dict)  # callback id -> latest state
@@ -145,14 +143,14 @@ class Scenario:
 
     def __init__(
         self,
-        sim: SimAsterisk,
+        stage: Stage,
         cast: tuple[Caller, ...],
         *,
         speed: float,
         deadline_s: float,
         narrate: Callable[[str], None],
     ) -> None:
-        self.sim = sim
+        self.stage = stage
         self.store: CallbackStore | None = None  # the running service's, from run()
         self.cast = cast
         self.speed = speed
@@ -161,7 +159,6 @@ class Scenario:
         self._say = narrate
         self._t0 = time.monotonic()
         self._deadline = self._t0 + deadline_s
-        self._ami_seen = 0
         self._audit_after: str | None = None
         self._held_back: list[tuple[str, str]] = []  # (callback id, line) until it connects
         self._changed = asyncio.Condition()  # notified after every look at the store and PBX
@@ -190,10 +187,11 @@ class Scenario:
     def _left(self) -> float:
         return max(0.01, self._deadline - time.monotonic())
 
-    async def until_pbx(self, what: str, predicate: Callable[[], bool]) -> None:
-        """Wait for a PBX condition (re-checked on every PBX event) before the deadline."""
+    async def until_pbx(self, what: str, condition: Awaitable[None]) -> None:
+        """Wait for a PBX condition (one of the stage's waits) before the deadline."""
         with self._step(what):
-            await self.sim.wait_for(predicate, timeout=self._left())
+            async with asyncio.timeout(self._left()):
+                await condition
 
     async def until_seen(self, what: str, predicate: Callable[[], bool]) -> None:
         """Wait for a condition on the ledger (the observer updates it) before the deadline."""
@@ -204,31 +202,23 @@ class Scenario:
     async def prompt(self, caller: Caller, media: str, since: int) -> int:
         """Wait until the caller hears a prompt containing ``media``; returns an event mark."""
         channel = self.ledger.channels[caller.name]
+        await self.until_pbx(
+            f"{caller.name} to hear {media!r}", self.stage.heard(channel, media, since)
+        )
+        return self.stage.mark()
 
-        def playing() -> bool:
-            return any(
-                ev.get("playback", {}).get("target_uri") == f"channel:{channel.id}"
-                and media in str(ev.get("playback", {}).get("media_uri", ""))
-                for ev in self.sim.events(app=APP, kind="PlaybackStarted", since=since)
-            )
-
-        await self.until_pbx(f"{caller.name} to hear {media!r}", playing)
-        return self.sim.mark()
-
-    async def press(self, caller: Caller, digit: str) -> None:
+    async def press(self, caller: Caller, digits: str) -> None:
         await self.pause(THINK_S)
-        self.sim.press_digit(self.ledger.channels[caller.name].id, digit)
+        await self.stage.press(self.ledger.channels[caller.name], digits)
 
     # --- the play -------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """The queue, its agents busy on other calls, and how each callback number behaves."""
-        self.sim.add_queue(QUEUE, list(AGENTS), handle_time=TALK_S)
-        for agent in AGENTS:
-            self.sim.set_devstate(f"Custom:{agent}", "INUSE")
-        for caller in self.cast:
-            if caller.behaviours and caller.callback_number:
-                self.sim.set_number_behaviour(caller.callback_number, list(caller.behaviours))
+        behaviours = {
+            c.callback_number: c.behaviours for c in self.cast if c.behaviours and c.callback_number
+        }
+        await self.stage.setup(QUEUE, AGENTS, TALK_S, behaviours)
 
     async def run(self, store: CallbackStore) -> None:
         """The whole scenario; failures end up in ``problems``, never raised."""
@@ -252,7 +242,7 @@ class Scenario:
             for i, caller in enumerate(self.cast):
                 if i:
                     await self.pause(ARRIVAL_GAP_S)
-                channel = self.sim.caller_joins(QUEUE, caller.number, caller.name)
+                channel = await self.stage.call_in(QUEUE, caller.number, caller.name)
                 self.ledger.channels[caller.name] = channel
                 self.ledger.joined[caller.name] = time.monotonic()
                 self.narrate(f"{caller.name} calls {QUEUE} from {mask(caller.number)} and holds")
@@ -263,19 +253,24 @@ class Scenario:
         await self.pause(BREAK_S)
         first, *rest = AGENTS
         self.narrate(f"{first} hangs up and is free (devstate Custom:{first} NOT_INUSE)")
-        self.sim.set_devstate(f"Custom:{first}", "NOT_INUSE")
+        await self.stage.set_agent(first, "NOT_INUSE")
         for caller in self.cast:
             if caller.choice is Choice.DECLINE:
                 await self.until_seen(
                     f"{caller.name} (still holding) to reach an agent",
-                    self._served_check(self.ledger.channels[caller.name].id),
+                    self._served_check(self.ledger.channels[caller.name]),
                 )
         await self.pause(BREAK_S)
         for agent in rest:
             self.narrate(f"{agent} is free too (devstate Custom:{agent} NOT_INUSE)")
-            self.sim.set_devstate(f"Custom:{agent}", "NOT_INUSE")
+            await self.stage.set_agent(agent, "NOT_INUSE")
         await self.until_seen("every callback to finish", self._callbacks_done)
-        await self.until_seen("the agents to finish their calls", self._calls_done)
+        try:
+            await self.until_seen("the agents to finish their calls", self._calls_done)
+        except DemoFailed as exc:
+            talking = [f"{c.agent} on {cid}" for cid, c in self.ledger.agent_calls.items()
+                       if not c.done]  # fmt: skip
+            raise DemoFailed(f"{exc}; still talking: {', '.join(talking)}") from None
         self.narrate("every callback has finished; the agents are free")
 
     async def _dialogue(self, caller: Caller) -> None:
@@ -287,8 +282,7 @@ class Scenario:
             await self.press(caller, "2")
             self.narrate(f"{caller.name} presses 2: no thanks, keeps holding")
             await self.until_pbx(
-                f"{caller.name} to be back in the queue",
-                lambda: channel in self.sim.queue_callers(QUEUE),
+                f"{caller.name} to be back in the queue", self.stage.back_in_queue(QUEUE, channel)
             )
             self.narrate(f"{caller.name} is back in the queue, at the same place")
             return
@@ -299,13 +293,13 @@ class Scenario:
             await self.press(caller, "2")
             mark = await self.prompt(caller, "privacy-prompt", mark)
             self.narrate(f"{caller.name} keys {mask(caller.keyed)} and #")
-            self.sim.send_dtmf(channel.id, caller.keyed + "#")
+            await self.stage.press(channel, caller.keyed + "#")
             mark = await self.prompt(caller, "if-correct-press", mark)
             self.narrate(f"{caller.name} hears {mask(caller.keyed)} read back and presses 1")
         else:
             self.narrate(f"{caller.name} presses 1, hears the caller ID read back, presses 1")
         await self.press(caller, "1")
-        await self.until_pbx(f"{caller.name} to hang up", lambda: channel.destroyed)
+        await self.until_pbx(f"{caller.name} to hang up", self.stage.hung_up(channel))
 
     # --- watching the service at work ------------------------------------------------
 
@@ -372,11 +366,8 @@ class Scenario:
                 say(item[1])
 
     def _look_at_agents(self, say: Callable[[str], None]) -> None:
-        log = self.sim.pbx.ami_log
-        new, self._ami_seen = log[self._ami_seen :], len(log)
-        names = {ch.id: name for name, ch in self.ledger.channels.items()}
-        for event, fields in new:
-            values = dict(fields)
+        names = {channel: name for name, channel in self.ledger.channels.items()}
+        for event, values in self.stage.agent_events():
             channel_id = values.get("Uniqueid", "")
             if event == "AgentConnect":
                 agent = values.get("MemberName", "?")

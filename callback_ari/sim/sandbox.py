@@ -148,8 +148,19 @@ class Harness:
     service's included. AMI: the ``harness`` user with every event class.
     """
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(
+        self, sandbox: Sandbox, *, subscribe_all: bool = True, ami_classes: str = "on",
+        http_connections: int = 100,
+    ) -> None:  # fmt: skip
+        """``subscribe_all=False`` and narrower ``ami_classes`` (AMI classes, e.g. "agent")
+        cost Asterisk less per call: for load, where the harness must not be the bottleneck.
+        Without subscribeAll, ``subscribe(channel_id)`` adds one channel's events.
+        ``http_connections`` caps the harness's share of Asterisk's HTTP sessions (http.conf
+        ``sessionlimit``, 100 by default, shared with the service's ARI client)."""
         self.sandbox = sandbox
+        self.subscribe_all = subscribe_all
+        self.ami_classes = ami_classes
+        self.http_connections = http_connections
         self.watch = _Watch()
         self._http: aiohttp.ClientSession | None = None
         self._ami_writer: asyncio.StreamWriter | None = None
@@ -163,9 +174,11 @@ class Harness:
         self._http = aiohttp.ClientSession(
             base_url=self.sandbox.ari_url,
             headers={"Authorization": "Basic " + base64.b64encode(auth).decode()},
+            connector=aiohttp.TCPConnector(limit=self.http_connections),
         )
         ws = await self._http.ws_connect(
-            "/ari/events", params={"app": HARNESS_APP, "subscribeAll": "true"}
+            "/ari/events",
+            params={"app": HARNESS_APP, "subscribeAll": str(self.subscribe_all).lower()},
         )
         reader, writer = await asyncio.open_connection("127.0.0.1", self.sandbox.ami_port)
         self._ami_writer = writer
@@ -176,7 +189,7 @@ class Harness:
         ]
         login = await self.ami(
             "Login", Username=self.sandbox.harness_user, Secret=self.sandbox.harness_secret,
-            Events="on",
+            Events=self.ami_classes,
         )  # fmt: skip
         if login.get("Response") != "Success":
             raise SandboxError(f"harness AMI login failed: {login}")
@@ -272,6 +285,11 @@ class Harness:
             callerId=f'"{name}" <{number}>',
         )  # fmt: skip
         return channel_id
+
+    async def subscribe(self, channel_id: str) -> None:
+        """Receive this channel's ARI events (playbacks included) without subscribeAll."""
+        await self.rest("POST", f"/applications/{HARNESS_APP}/subscription",
+                        eventSource=f"channel:{channel_id}")  # fmt: skip
 
     async def press(self, channel_id: str, digits: str, *, between_ms: int = 100) -> None:
         """The caller presses keys on their handset."""
