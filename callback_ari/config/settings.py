@@ -309,8 +309,9 @@ class QueueConfig:
     ring_timeout: int = setting(30, integer(5, 600), "Ring the customer for up to N seconds.")
     confirm_timeout: int = setting(
         10, integer(1, 120),
-        "After answer, the customer has N seconds to press 1; otherwise it counts as not "
-        "confirmed (voicemail, machine).",
+        'The customer has N seconds to press 1 after the "press 1" prompt, which plays once '
+        "(a key during the prompt counts too); otherwise it counts as not confirmed "
+        "(voicemail, machine) and is hung up.",
     )  # fmt: skip
     max_attempts: int = setting(3, integer(1, 100), "Dial attempts per callback before it fails.")
     retry_interval: int = setting(120, integer(1, 86400), "Seconds between attempts.")

@@ -31,16 +31,21 @@ from callback_ari.core import outcomes, policy
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
-from callback_ari.models import Callback, Outcome, originate_channel_id
+from callback_ari.models import (
+    Callback,
+    Outcome,
+    originate_channel_id,
+    originate_other_channel_id,
+)
 from callback_ari.store.store import CallbackStore
 
 log = structlog.get_logger(__name__)
 
 ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
 DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
+PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
 CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
-CONFIRM_PLAYS = 2  # the prompt is played at most twice before "not confirmed"
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
 
 
@@ -249,29 +254,31 @@ class AttemptRunner:
         return outcome, outcomes.describe(a.dialstatus, cause, cause_txt)
 
     async def _confirm(self, a: Attempt) -> tuple[Outcome, str]:
-        """Play "we are returning your call, press 1"; only a 1 connects the customer."""
+        """Play "we are returning your call, press 1" once; only a 1 connects the customer.
+
+        The customer then has exactly ``confirm_timeout`` seconds (a key during the prompt
+        counts too). The prompt is not repeated: a line that answers and never presses 1 is
+        usually a voicemail box, and everything we play to it is recorded.
+        """
         q = a.queue
         media = (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
-        for play in range(1, CONFIRM_PLAYS + 1):
-            playback_id = f"{a.channel_id}-p{play}"
-            try:
-                await self._ari.play(a.channel_id, media, playback_id, q.language)
-            except AriNotFound:
-                return Outcome.HANGUP, "hangup/before-prompt"
-            result = await self._wait_for_one(a, playback_id)
-            if result == "1":
-                break
-            if result == "hangup":
-                return Outcome.HANGUP, "hangup/before-confirm"
-            if result == "lease":
-                await self._hangup(a)
-                return Outcome.ERROR, "error/lease-lost"
-        else:
+        playback_id = f"{a.channel_id}-p1"
+        try:
+            await self._ari.play(a.channel_id, media, playback_id, q.language)
+        except AriNotFound:
+            return Outcome.HANGUP, "hangup/before-prompt"
+        result = await self._wait_for_one(a, playback_id)
+        if result == "hangup":
+            return Outcome.HANGUP, "hangup/before-confirm"
+        if result == "lease":
+            await self._hangup(a)
+            return Outcome.ERROR, "error/lease-lost"
+        if result != "1":
             await self._hangup(a)
             return Outcome.NOT_CONFIRMED, "answered/no-confirmation"
         a.confirmed = True
         with contextlib.suppress(AriError):
-            await self._ari.stop_playback(f"{a.channel_id}-p{play}")
+            await self._ari.stop_playback(playback_id)
         try:
             await self._ari.continue_in_dialplan(a.channel_id, q.connect_context, q.name, 1)
         except AriNotFound:
@@ -396,7 +403,23 @@ class AttemptRunner:
         with contextlib.suppress(AriNotFound):
             await self._ari.hangup(previous)
             log.warning("callback.previous_call_hung_up", callback_id=a.cb.id, channel_id=previous)
+        # Asterisk answers the DELETE before the channel is gone: wait, or the customer's
+        # line is briefly rung by both calls (seen on a real Asterisk 22).
+        halves = (previous, originate_other_channel_id(a.cb.id, a.cb.attempts - 1))
+        try:
+            async with asyncio.timeout(PREVIOUS_GONE_S):
+                await self._until_gone(halves if a.other_id else halves[:1])
+        except TimeoutError:
+            log.warning("callback.previous_call_lingers", callback_id=a.cb.id, channel_id=previous)
         return False
+
+    async def _until_gone(self, channel_ids: tuple[str, ...]) -> None:
+        """Return once Asterisk no longer knows any of ``channel_ids``; the caller bounds it."""
+        for channel_id in channel_ids:
+            while True:
+                if not await self._channel_exists(channel_id):
+                    break
+                await asyncio.sleep(0.02)
 
     async def _channel_exists(self, channel_id: str) -> bool:
         try:
