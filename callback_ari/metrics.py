@@ -90,6 +90,12 @@ class Metrics:
             ["queue", "origin"],
             registry=r,
         )
+        self.reasons = Counter(
+            "callback_reasons",
+            "New callbacks by the reason the caller picked (only the queue's configured reasons)",
+            ["queue", "reason"],
+            registry=r,
+        )
         self.finished = Counter(
             "callback_finished",
             "Callbacks reaching a final state: connected, failed, expired or cancelled",
@@ -161,6 +167,11 @@ class Metrics:
             self.errors.labels(area)
         for link in ("ari", "ami"):
             self.reconnects.labels(link)
+
+    def declare_reasons(self, queue: str, reasons: Iterable[str]) -> None:
+        """Create ``callback_reasons_total`` at zero for each configured reason of ``queue``."""
+        for reason in reasons:
+            self.reasons.labels(queue, reason)
 
     def declare_queues(self, queues: Iterable[str], entries: Iterable[str]) -> None:
         """Create every series of ``queues`` at zero (a quiet queue reads 0, not no data)."""

@@ -59,6 +59,7 @@ class Origin(StrEnum):
     PHONE = "phone"  # the ARI offer dialogue
     AGI = "agi"  # the FastAGI offer dialogue
     WEB = "web"  # HTTP API request
+    ABANDON = "abandon"  # follow-up for a caller who hung up while holding (on_abandon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class Callback:
     priority: int = 0
     origin: Origin = Origin.PHONE
     position: int = 0  # queue position when the offer was made (informational)
+    reason: str = ""  # from the queue's reason menu ("" = none given)
 
     @property
     def channel_id(self) -> str:
@@ -93,6 +95,13 @@ class Callback:
 def originate_channel_id(callback_id: str, attempt: int) -> str:
     """The ARI channel id (;1 half) of attempt ``attempt`` of ``callback_id``."""
     return f"cb-{callback_id}-a{attempt}"
+
+
+def is_attempt_channel(channel_id: str) -> bool:
+    """Whether ``channel_id`` is one of ours (either half of an attempt's Local channel)."""
+    head, _, tail = channel_id.rpartition("-a")
+    attempt = tail[:-2] if tail.endswith("-2") else tail
+    return head.startswith("cb-") and len(head) > 3 and attempt.isdigit()
 
 
 def originate_other_channel_id(callback_id: str, attempt: int) -> str:

@@ -393,7 +393,8 @@ async def test_status_document_and_page(h: Harness) -> None:
     assert support["ready_members"] == 2
     assert support["pending"] == [
         {"id": cb_id, "number": "******0143", "state": "pending", "attempts": 0,
-         "next_attempt_at": "2027-01-15T08:00:05.000Z"}  # first_attempt_grace (5 s) from storage
+         "next_attempt_at": "2027-01-15T08:00:05.000Z",  # first_attempt_grace (5 s) from storage
+         "origin": "web", "reason": ""}
     ]  # fmt: skip
     assert [q["name"] for q in doc["queues"]] == ["support", "sales"]
 
@@ -498,3 +499,28 @@ async def test_status_shows_callers_masked_and_last_outcomes_newest_first(h: Har
         "at": "2027-01-15T08:00:12.000Z",
     }  # fmt: skip
     assert doc["links"]["ami"] is False
+
+
+async def test_do_not_call_list_over_the_api(h: Harness) -> None:
+    """Numbers go in the body, are kept in dial form per queue, and the API refuses junk."""
+    url = "/api/v1/queues/support/dnc"
+    resp = await h.client.post(url, json={"number": "(202) 555-0143"}, headers=AUTH)
+    assert resp.status == 201
+    assert (await resp.json())["number"] == "2025550143"
+    resp = await h.client.post(url, json={"number": "+12025550143"}, headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["added"] is False
+    resp = await h.client.get(url, headers=AUTH)
+    assert (await resp.json()) == {"queue": "support", "numbers": ["2025550143"]}
+    assert await h.store.dnc_list("sales") == []
+    resp = await h.client.post(url, json={"number": "911"}, headers=AUTH)
+    assert resp.status == 422 and (await error_of(resp))["reason"] == "emergency"
+    resp = await h.client.post("/api/v1/queues/nosuch/dnc", json={"number": "2025550143"},
+                               headers=AUTH)  # fmt: skip
+    assert resp.status == 404
+    resp = await h.client.get(url)
+    assert resp.status == 401  # the token guards it like every /api/ route
+    resp = await h.client.post(url + "/remove", json={"number": "2025550143"}, headers=AUTH)
+    assert resp.status == 200
+    resp = await h.client.post(url + "/remove", json={"number": "2025550143"}, headers=AUTH)
+    assert resp.status == 404
+    assert await h.store.dnc_list("support") == []

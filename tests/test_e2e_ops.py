@@ -501,13 +501,15 @@ async def test_status_page_shows_pending_callback_and_holding_caller(
                 )
                 await page.screenshot(ARTIFACTS / "status-page.png")
 
-        # one pending callback: its id, the masked number, state, attempts, next attempt
+        # one pending callback: id, masked number, state, attempts, next attempt, reason, origin
         assert rows["pending"].split("\t") == [
             stored[0].id,
             mask("2025551234"),
             "pending",
             "0",
             "now",
+            "-",
+            stored[0].origin.value,
         ]
         # one caller still holding in the queue: position 1, masked number, their channel
         first_row = rows["callers"].split("\n")[0]

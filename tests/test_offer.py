@@ -741,6 +741,69 @@ def test_hash_after_an_auto_submitted_full_length_number_is_not_a_new_try() -> N
     del token
 
 
+def test_position_and_wait_before_the_offer_only_when_switched_on() -> None:
+    """announce_position: "there are <N> calls waiting", the estimate, then the offer."""
+    loud = OfferSettings(prompts=PROMPTS, announce_position=True)
+    machine = OfferMachine(loud, validate, caller_id=CALLER, position=4, wait_s=17 * 60)
+    assert machine.start() == [
+        Play(("sound:position", "number:4", "sound:wait_estimate", "number:20", "sound:offer"),
+             1, True)
+    ]  # fmt: skip
+    first = OfferMachine(loud, validate, caller_id=CALLER, position=1, wait_s=None)
+    assert first.start() == [Play(("sound:position_first", "sound:offer"), 1, True)]
+    # off (the default): the offer alone, whatever is known
+    plain = OfferMachine(SETTINGS, validate, caller_id=CALLER, position=4, wait_s=600)
+    assert plain.start() == [Play(P("offer"), 1, True)]
+
+
+REASONS = (("1", "billing", ("sound:r-billing",)), ("2", "technical", ("sound:r-tech",)))
+
+
+def _confirmed(settings: OfferSettings) -> Call:
+    """A caller who accepted and confirmed their caller ID, up to the key press that books."""
+    call = Call(CALLER, settings)
+    call.start()
+    call.ends()
+    call.press("1")  # accept
+    call.ends()  # caller ID read back
+    call.ends()  # "if this is correct press 1"
+    return call
+
+
+def test_reason_menu_after_confirming_then_store_with_the_reason() -> None:
+    settings = OfferSettings(prompts=PROMPTS, reasons=REASONS)
+    call = _confirmed(settings)
+    menu = call.press("1")
+    assert menu == [
+        CancelTimer(),
+        Play(("sound:reason_for", "sound:r-billing", "sound:reason_press", "digits:1",
+              "sound:reason_for", "sound:r-tech", "sound:reason_press", "digits:2"),
+             call.play or 0, True),
+    ]  # fmt: skip
+    assert call.stores == []
+    call.press("2")  # barge in: technical
+    assert call.stores == [Store(CALLER, "technical")]
+
+
+def test_reason_menu_never_costs_the_callback() -> None:
+    settings = OfferSettings(prompts=PROMPTS, reasons=REASONS, max_tries=2)
+    silent = _confirmed(settings)
+    silent.press("1")
+    silent.ends()
+    silent.silence()
+    assert silent.stores == [Store(CALLER, "")]  # booked, without a reason
+    wrong = _confirmed(settings)
+    wrong.press("1")
+    wrong.press("9")  # not on the menu: "invalid", the menu again
+    assert wrong.stores == [] and wrong.state() is Step.REASON
+    wrong.press("9")  # out of tries: booked without a reason
+    assert wrong.stores == [Store(CALLER, "")]
+    # without reasons configured, confirming books at once, as before
+    plain = _confirmed(SETTINGS)
+    plain.press("1")
+    assert plain.stores == [Store(CALLER, "")]
+
+
 def test_a_result_carries_a_reason_exactly_when_continued() -> None:
     assert str(OfferResult.continued(Reason.SILENCE)) == "continued:silence"
     assert str(OfferResult(Outcome.ABANDONED)) == "abandoned"

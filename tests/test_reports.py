@@ -137,3 +137,27 @@ async def test_report_from_a_real_store(redis_url: str) -> None:
     assert dict(report.overall.finished) == {"connected": 1, "failed": 1}
     assert report.overall.success_rate == 0.5
     assert report.overall.connect_p50_s == 90.0
+
+
+def test_report_by_reason_and_origin_from_the_created_entries() -> None:
+    created = [
+        {**entry("1", "support", 0, "", "pending"), "origin": "phone", "reason": "technical"},
+        {**entry("2", "support", 1, "", "pending"), "origin": "phone", "reason": "billing"},
+        {**entry("3", "support", 2, "", "pending"), "origin": "abandon", "reason": ""},
+    ]
+    later = [
+        entry("1", "support", 10, "pending", "dialing", attempt=1),
+        entry("1", "support", 20, "dialing", "connected", outcome="connected", attempt=1),
+        entry("3", "support", 30, "pending", "dialing", attempt=1),
+        entry("3", "support", 40, "dialing", "connected", outcome="connected", attempt=1),
+    ]
+    transitions = reports.parse_audit(created + later)
+    by_reason = reports.compute_report(transitions, T0, T0 + 60 * S, by="reason")
+    rows = {q.queue: q for q in by_reason.queues}
+    assert set(rows) == {"technical", "billing", "(none)"}
+    assert rows["technical"].requested == 1 and rows["technical"].finished == {"connected": 1}
+    assert rows["billing"].finished == {}
+    by_origin = reports.compute_report(transitions, T0, T0 + 60 * S, by="origin")
+    assert {q.queue: q.requested for q in by_origin.queues} == {"phone": 2, "abandon": 1}
+    text = reports.render_table(by_reason, "reason")
+    assert text.startswith("REASON") and "technical" in text

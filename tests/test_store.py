@@ -499,3 +499,26 @@ async def test_a_number_is_never_dialled_by_two_callbacks_at_once(store: Callbac
     )  # fmt: skip
     third = await store.claim_next("sales", owner="b", lease_ms=30_000)
     assert third is not None and third.id == sales.id
+
+
+async def test_reason_and_origin_are_kept_and_audited_on_creation(store: CallbackStore) -> None:
+    cb, created = await store.enqueue(
+        queue="support", number="2025550199", join_time_ms=T0 - 60_000,
+        origin=Origin.ABANDON, reason="technical",
+    )  # fmt: skip
+    assert created and cb.reason == "technical" and cb.origin is Origin.ABANDON
+    assert (await store.get(cb.id)).reason == "technical"
+    plain, _ = await store.enqueue(queue="support", number="2025550198", join_time_ms=T0)
+    assert plain.reason == ""
+    first = (await store.audit())[0]
+    assert (first["id"], first["origin"], first["reason"]) == (cb.id, "abandon", "technical")
+
+
+async def test_do_not_call_list_is_per_queue(store: CallbackStore) -> None:
+    assert await store.dnc_add("support", "2025550199") is True
+    assert await store.dnc_add("support", "2025550199") is False
+    assert await store.dnc_has("support", "2025550199")
+    assert not await store.dnc_has("sales", "2025550199")
+    assert await store.dnc_list("support") == ["2025550199"]
+    assert await store.dnc_remove("support", "2025550199") is True
+    assert await store.dnc_list("support") == []

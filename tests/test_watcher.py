@@ -490,3 +490,36 @@ def test_value_types_are_importable_from_the_watcher_and_the_model() -> None:
         queue_model.QueueCaller,
         queue_model.QueueMember,
     )
+
+
+def test_abandon_listeners_hear_hold_time_before_leave_listeners(clock: ManualClock) -> None:
+    """QueueCallerAbandon: abandon listeners get Asterisk's HoldTime, before the leave ones."""
+    watcher = QueueWatcher(["support"], clock)
+    heard: list[tuple[str, str, float]] = []
+    callers: list[QueueCaller] = []
+
+    def abandoned(queue: str, caller: QueueCaller, hold_s: float) -> None:
+        heard.append(("abandon", caller.uniqueid, hold_s))
+        callers.append(caller)
+
+    watcher.on_caller_abandon(abandoned)
+    watcher.on_caller_leave(lambda q, c: heard.append(("leave", c.uniqueid, 0.0)))
+    watcher.apply(join("support", "1.1", 1))
+    clock.advance(42.0)
+    watcher.apply(ev(
+        "QueueCallerAbandon", Queue="support", Channel="PJSIP/1.1-0001", Uniqueid="1.1",
+        CallerIDNum="5551234", Position=1, OriginalPosition=1, HoldTime=41,
+    ))  # fmt: skip
+    watcher.apply(leave("support", "1.1"))  # a leave after the abandon is not heard again
+    assert heard == [("abandon", "1.1", 41.0), ("leave", "1.1", 0.0)]
+    assert callers[0].join_time_ms == BASE_MS  # the original join, for fairness
+    # a caller who joined before the watcher started: built from the event itself
+    clock.advance(300.0)
+    watcher.apply(ev(
+        "QueueCallerAbandon", Queue="support", Channel="PJSIP/2.2-0001", Uniqueid="2.2",
+        CallerIDNum="2125550100", CallerIDName="Old", Position=1, HoldTime=300,
+    ))  # fmt: skip
+    assert heard[-1] == ("abandon", "2.2", 300.0)
+    assert callers[-1].caller_number == "2125550100"
+    assert callers[-1].join_time_ms == BASE_MS + 42_000
+    assert watcher.callers("support") == []

@@ -32,7 +32,10 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
-GROUPS: dict[str, str] = {"config": "inspect the configuration file"}
+GROUPS: dict[str, str] = {
+    "config": "inspect the configuration file",
+    "dnc": "a queue's do-not-call list (no abandon follow-ups)",
+}
 
 
 def register(name: str, help: str, add_arguments: AddArguments, handler: Handler) -> None:

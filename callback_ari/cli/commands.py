@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from callback_ari.cli import dnc as cli_dnc
 from callback_ari.cli import inspect as cli_inspect
 from callback_ari.config.loader import Config, load_config, refuse_placeholders
 from callback_ari.config.schema import redact_url
@@ -204,7 +205,7 @@ def register_all(register: Register) -> None:
         _simulate_arguments,
         simulate_handler,
     )
-    for command in cli_inspect.COMMANDS:
+    for command in (*cli_inspect.COMMANDS, *cli_dnc.COMMANDS):
         register(
             command.name,
             command.help,

@@ -200,6 +200,7 @@ def _record(cb: Callback, unmasked: bool) -> dict[str, Any]:
         "last_outcome": cb.last_outcome,
         "last_cause": cb.last_cause,
         "origin": cb.origin.value,
+        "reason": cb.reason,
         "priority": cb.priority,
         "join_time_ms": cb.join_time_ms,
         "created_ms": cb.created_ms,
@@ -408,6 +409,12 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="look back this far: 30m, 24h, 7d (default 24h)",
     )
+    parser.add_argument(
+        "--by",
+        choices=reports.GROUPINGS,
+        default="queue",
+        help="one row per queue (default), per reason the callers gave, or per origin",
+    )
     _json_only(parser)
 
 
@@ -416,11 +423,11 @@ def report_handler(args: argparse.Namespace, config: Config) -> int:
 
     async def work(store: CallbackStore) -> int:
         now = SystemClock().now_ms()
-        report = await reports.load_report(store, now - int(args.since), now)
+        report = await reports.load_report(store, now - int(args.since), now, by=args.by)
         if args.json:
             _print_json(args, report.as_dict())
         else:
-            _out(args).write(reports.render_table(report))
+            _out(args).write(reports.render_table(report, args.by))
         return ExitCode.OK
 
     return _run(config, work)

@@ -12,6 +12,7 @@ import phonenumbers
 
 from callback_ari.core import phone
 from callback_ari.core.hours import zone
+from callback_ari.core.reasons import parse_reasons
 
 Converter = Callable[[str], object]
 
@@ -186,6 +187,13 @@ def _media(raw: str) -> None:
         raise ValueError(
             f"bad media URI {raw!r}: use sound:NAME, recording:NAME, digits:N, number:N or tone:T"
         )
+
+
+def reasons(raw: str) -> tuple[str, ...]:
+    """``1:billing, 2:technical=sound:custom/tech``: checked whole (digits and names once)."""
+    entries = tuple(p.strip() for p in raw.split(",") if p.strip())
+    parse_reasons(entries)
+    return entries
 
 
 def dial_template(raw: str) -> str:

@@ -264,9 +264,10 @@ class Prompts:
         """``{prompt name: media URIs}`` for every prompt."""
         return self.media
 
-    def all_uris(self) -> tuple[str, ...]:
-        """Every media URI used by any prompt, once each, in declaration order."""
-        return tuple(dict.fromkeys(uri for uris in self.media.values() for uri in uris))
+    def all_uris(self, *, skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """Every media URI used by any prompt but ``skip``, once each, in declaration order."""
+        used = (uris for name, uris in self.media.items() if name not in skip)
+        return tuple(dict.fromkeys(uri for uris in used for uri in uris))
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,9 +426,50 @@ class QueueConfig:
         "refused.",
     )  # fmt: skip
     announce_wait: bool = setting(
-        True, boolean, "Tell the caller the estimated wait during the offer."
-    )
+        True, boolean,
+        "After storing, tell the caller when to expect the call: the estimated wait at the "
+        "position they left, from the service's handle-time estimator, rounded up so it never "
+        "promises too early (whole minutes up to 10, then 5-minute steps to an hour, then "
+        "15-minute steps). Nothing is said while there is no estimate yet.",
+    )  # fmt: skip
+    # --- issue 16: position, reasons, abandoned callers --------------------------------------
+    announce_position: bool = setting(
+        False, boolean,
+        "Before the offer, tell the caller their position in the queue and the estimated wait "
+        "at that position (prompt_position, prompt_wait_estimate).",
+    )  # fmt: skip
+    reasons: tuple[str, ...] = setting(
+        (), check.reasons,
+        "Reason menu after the number is confirmed: DIGIT:NAME entries, each optionally "
+        "=sound:FILE (what is said for it; default sound:callback-reason-NAME). The caller "
+        "hears \"For <reason>, press <digit>\" per entry; silence or wrong keys book the "
+        "callback without a reason. The reason is kept on the callback (API, show, audit, "
+        "report --by reason, metric callback_reasons_total) and whispered to the agent before "
+        "the bridge (prompt_whisper, then the reason). Empty = no menu.",
+        example="1:billing, 2:technical, 3:other",
+    )  # fmt: skip
+    on_abandon: str = setting(
+        "off", choice("off", "callback"),
+        "callback: a caller who hangs up while holding, after at least abandon_min_hold "
+        "seconds, gets a callback (origin abandon) when the caller ID is valid under the "
+        "number rules, is not on the queue's do-not-call list (callback-ari dnc add) and has "
+        "no live callback. Withheld caller IDs and callers the service withdrew for an offer "
+        "never get one.",
+    )  # fmt: skip
+    abandon_min_hold: int = setting(
+        30, integer(0, 86400),
+        "Seconds a caller must have held before hanging up for on_abandon = callback.",
+    )  # fmt: skip
     prompts: Prompts = field(default_factory=Prompts)
+
+    def unused_prompts(self) -> frozenset[str]:
+        """Prompts this queue's settings never play (their sounds need not exist)."""
+        unused = set()
+        if not self.reasons:
+            unused |= {"reason_for", "reason_press", "whisper"}
+        if not self.announce_position:
+            unused |= {"position", "position_first"}
+        return frozenset(unused)
 
 
 def _no_queues() -> Mapping[str, QueueConfig]:

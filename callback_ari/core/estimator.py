@@ -6,6 +6,20 @@ import math
 from dataclasses import dataclass, field
 
 
+def promise_minutes(wait_s: float) -> int:
+    """Whole minutes to tell a caller for an estimated ``wait_s``: never less than the estimate.
+
+    A promise is rounded up, to whole minutes up to 10, to 5 minutes up to an hour and to
+    15 minutes beyond, so "about 20 minutes" is not heard as a precise 17 and a call that
+    comes at the estimate never comes later than what was said. At least 1.
+    """
+    minutes = max(1, math.ceil(max(0.0, wait_s) / 60))
+    if minutes <= 10:
+        return minutes
+    step = 5 if minutes <= 60 else 15
+    return math.ceil(minutes / step) * step
+
+
 @dataclass(slots=True)
 class HandleTimeEstimator:
     """Per-queue exponentially weighted moving average (EWMA) of handle time.

@@ -28,6 +28,9 @@ confirm_wait        --                    retry read-back            1 Store, 2 
 entry (interr.)     -> entry_digits       --                         barge in as entry_digits
 entry_digits        --                    submit (empty = a try)     0-9 type, # submit,
                                                                      * start over
+reason (interr.)    -> reason_wait        --                         barge in as reason_wait
+reason_wait         --                    Store without a reason     a listed digit: Store with
+                                                                     it, else retry (then none)
 storing             --                    --                         ignored
 farewell            final action, done    --                         ignored
 ==================  ====================  =========================  ==========================
@@ -42,7 +45,7 @@ from typing import TypeAlias
 
 import structlog
 
-from callback_ari.core.prompts import DEFAULT_PROMPTS, readback_media, wait_media
+from callback_ari.core.prompts import DEFAULT_PROMPTS, position_media, readback_media, wait_media
 from callback_ari.errors import NumberRejected
 
 __all__ = [
@@ -67,6 +70,9 @@ class OfferSettings:
     response_timeout: float = 8
     max_digits: int = 15
     announce_wait: bool = True
+    announce_position: bool = False  # position (and wait) before the offer
+    # the reason menu after the number is confirmed: (digit, name, media said for it)
+    reasons: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tries < 1 or self.max_digits < 1:
@@ -166,6 +172,7 @@ class CancelTimer:
 @dataclass(frozen=True, slots=True)
 class Store:
     number: str
+    reason: str = ""  # the reason the caller picked from the queue's menu ("" = none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +229,8 @@ class Step(enum.StrEnum):
     CONFIRM_WAIT = "confirm_wait"
     ENTRY = "entry"
     ENTRY_DIGITS = "entry_digits"
+    REASON = "reason"
+    REASON_WAIT = "reason_wait"
     STORING = "storing"
     FAREWELL = "farewell"
     DONE = "done"
@@ -232,8 +241,9 @@ _BARGE_IN = {
     Step.OFFER: Step.OFFER_WAIT,
     Step.CONFIRM: Step.CONFIRM_WAIT,
     Step.ENTRY: Step.ENTRY_DIGITS,
+    Step.REASON: Step.REASON_WAIT,
 }
-_WAITING = frozenset({Step.OFFER_WAIT, Step.CONFIRM_WAIT, Step.ENTRY_DIGITS})
+_WAITING = frozenset({Step.OFFER_WAIT, Step.CONFIRM_WAIT, Step.ENTRY_DIGITS, Step.REASON_WAIT})
 
 
 class OfferMachine:
@@ -245,8 +255,12 @@ class OfferMachine:
         validate: Callable[[str], str],
         *,
         caller_id: str | None,
+        position: int = 0,
+        wait_s: float | None = None,
     ) -> None:
         self._s = settings
+        self._position = position  # in the queue when the offer began (0 = unknown)
+        self._wait_s = wait_s  # the estimated wait at that position, None if unknown
         self._validate = validate  # raw -> dial-safe number, or raises NumberRejected
         self._caller_id = caller_id or None
         self._state = Step.NEW
@@ -281,7 +295,19 @@ class OfferMachine:
         """Play the offer. Calling it again (or after a hangup) does nothing."""
         if self._state is not Step.NEW:
             return []
-        return self._guarded(None, lambda: self._prompt(Step.OFFER, "offer", interruptible=True))
+        return self._guarded(
+            None, lambda: self._prompt(Step.OFFER, self._offer_media(), interruptible=True)
+        )
+
+    def _offer_media(self) -> tuple[str, ...]:
+        """The offer, after the position and estimated wait when ``announce_position``."""
+        if not self._s.announce_position:
+            return self._s.prompt("offer")
+        where = position_media(
+            self._s.prompt("position"), self._s.prompt("position_first"), self._position
+        )
+        wait = wait_media(self._s.prompt("wait_estimate"), self._wait_s)
+        return where + wait + self._s.prompt("offer")
 
     def handle(self, event: Event) -> list[Action]:
         """Advance on one input; stale or unexpected inputs return ``[]``."""
@@ -331,6 +357,8 @@ class OfferMachine:
                 return self._wait(Step.CONFIRM_WAIT, self._s.response_timeout)
             case Step.ENTRY:
                 return self._wait(Step.ENTRY_DIGITS, self._s.response_timeout)
+            case Step.REASON:
+                return self._wait(Step.REASON_WAIT, self._s.response_timeout)
             case Step.FAREWELL:
                 return self._finish()
         return []
@@ -343,6 +371,8 @@ class OfferMachine:
                 return self._retry_confirm(invalid_key=False)
             case Step.ENTRY_DIGITS:
                 return self._submit()  # inter-digit timeout, or nothing typed at all
+            case Step.REASON_WAIT:
+                return self._store()  # no reason given: the callback matters more
         return []
 
     def _on_key(self, d: str) -> list[Action]:
@@ -354,7 +384,7 @@ class OfferMachine:
             case Step.OFFER_WAIT, _:
                 return self._retry_offer()
             case Step.CONFIRM_WAIT, "1":
-                return self._store()
+                return self._ask_reason() if self._s.reasons else self._store()
             case Step.CONFIRM_WAIT, "2":
                 if self._from_callerid:
                     self._tries = 0  # a new menu: entering a number gets its own tries
@@ -367,6 +397,8 @@ class OfferMachine:
                 return self._enter_number()  # start over
             case Step.ENTRY_DIGITS, _:
                 return self._type(d)
+            case Step.REASON_WAIT, _:
+                return self._pick_reason(d)
         return []
 
     # --- transitions ---------------------------------------------------------------
@@ -437,13 +469,32 @@ class OfferMachine:
             return self._leave(ContinueReason.TOO_MANY_TRIES, "too_many_tries")
         return self._enter_number(self._s.prompt("invalid") if invalid else ())
 
-    def _store(self) -> list[Action]:
+    # --- the reason menu (optional per queue) ---------------------------------------
+
+    def _ask_reason(self, lead: tuple[str, ...] = ()) -> list[Action]:
+        if not lead:
+            self._tries = 0  # a new menu gets its own tries
+        menu: tuple[str, ...] = ()
+        for digit, _name, media in self._s.reasons:  # "For <billing>, press 1. For ..."
+            menu += (*self._s.prompt("reason_for"), *media, *self._s.prompt("reason_press"),
+                     f"digits:{digit}")  # fmt: skip
+        return self._prompt(Step.REASON, lead + menu, interruptible=True)
+
+    def _pick_reason(self, d: str) -> list[Action]:
+        for digit, name, _media in self._s.reasons:
+            if d == digit:
+                return self._store(name)
+        if self._failed():
+            return self._store()  # too many wrong keys: booked without a reason, not lost
+        return self._ask_reason(self._s.prompt("invalid"))
+
+    def _store(self, reason: str = "") -> list[Action]:
         assert self._candidate is not None
         self._confirmed = self._candidate
         self._store_in_flight = True
         actions = self._disarm()
         self._state = Step.STORING
-        return [*actions, Store(self._confirmed)]
+        return [*actions, Store(self._confirmed, reason)]
 
     def _stored(self, event: Stored) -> list[Action]:
         self._store_in_flight = False

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from callback_ari.core.estimator import promise_minutes
+
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
@@ -54,6 +56,14 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("wait_estimate", ("sound:queue-holdtime", "sound:queue-minutes"),
            '"The estimated hold time is currently <N> minutes": number:<N> is inserted before '
            "the last media (after it when there is only one)."),
+    Prompt("position", ("sound:queue-thereare", "sound:queue-callswaiting"),
+           'With announce_position, before the offer: "There are <N> calls waiting" '
+           "(number:<N> inserted like the wait)."),
+    Prompt("position_first", ("sound:queue-youarenext",),
+           'With announce_position, at position 1: "You are next."'),
+    Prompt("reason_for", ("sound:for",),
+           'The reason menu, per entry: "For" <reason> "press" <digit> (queues with reasons).'),
+    Prompt("reason_press", ("sound:vm-press",), 'The reason menu: "press".'),
     Prompt("returning_to_queue", ("sound:queue-thankyou",),
            '"Thank you for your patience." The caller goes back to the queue, keeping their '
            "place."),
@@ -66,6 +76,9 @@ PROMPTS: tuple[Prompt, ...] = (
            'Callback call: "Press... one." to be connected.'),
     Prompt("callback_connecting", ("sound:queue-youarenext",),
            'Confirmed: "You are next."'),
+    Prompt("whisper", ("sound:callback-announce",),
+           "The agent hears this, then the caller's reason, before being bridged to a "
+           "callback (queues with reasons)."),
     Prompt("goodbye", ("sound:vm-goodbye",), 'Before hanging up: "Goodbye."'),
 )  # fmt: skip
 
@@ -114,10 +127,27 @@ def readback_media(number: str) -> tuple[str, ...]:
 
 
 def wait_media(prompt: tuple[str, ...], wait_s: float | None) -> tuple[str, ...]:
-    """The wait estimate in whole minutes (at least 1); nothing if unknown or no prompt set."""
+    """The wait estimate in minutes, rounded up (``promise_minutes``); nothing if unknown."""
     if not prompt or wait_s is None or not math.isfinite(wait_s) or wait_s <= 0:
         return ()
-    minutes = f"number:{max(1, math.ceil(wait_s / 60))}"
+    return _with_number(prompt, promise_minutes(wait_s))
+
+
+def position_media(
+    prompt: tuple[str, ...], first: tuple[str, ...], position: int
+) -> tuple[str, ...]:
+    """The caller's queue position, as app_queue says it: "you are next" at 1, else
+    "there are <N> calls waiting"; nothing when the position is unknown (0)."""
+    if position <= 0:
+        return ()
+    if position == 1:
+        return first
+    return _with_number(prompt, position) if prompt else ()
+
+
+def _with_number(prompt: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """``number:<n>`` before the last media (after it when there is only one)."""
+    number = f"number:{n}"
     if len(prompt) == 1:
-        return (*prompt, minutes)
-    return (*prompt[:-1], minutes, prompt[-1])
+        return (*prompt, number)
+    return (*prompt[:-1], number, prompt[-1])

@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 
 from callback_ari.clock import Clock
-from callback_ari.config.loader import Config
+from callback_ari.config.loader import Config, QueueConfig
 from callback_ari.core.phone import NumberPolicy, validate_number
 from callback_ari.errors import (
     CallbackNotFound,
@@ -119,6 +119,10 @@ def create_app(
     app.router.add_get("/api/v1/callbacks/{id}", api.get_callback)
     app.router.add_delete("/api/v1/callbacks/{id}", api.cancel_callback)
     app.router.add_post("/api/v1/callbacks/{id}/cancel", api.cancel_callback)
+    # numbers go in the body, never the URL (access logs, proxies)
+    app.router.add_get("/api/v1/queues/{queue}/dnc", api.dnc_list)
+    app.router.add_post("/api/v1/queues/{queue}/dnc", api.dnc_add)
+    app.router.add_post("/api/v1/queues/{queue}/dnc/remove", api.dnc_remove)
     app.on_response_prepare.append(_security_headers)
     app[_API] = api
     return app
@@ -429,6 +433,48 @@ class _Api:
         self._metrics.callback_finished(cb, self._clock.now_ms())
         log.info("callback.cancelled", callback_id=cb.id, queue=cb.queue, via="api")
         return _json({"callback": callback_view(cb)})
+
+    # --- the do-not-call list of a queue (abandon follow-ups skip these numbers) ----------
+
+    def _dnc_queue(self, request: web.Request) -> QueueConfig:
+        q = self._config.queues.get(request.match_info["queue"])
+        if q is None:
+            raise ApiProblem(404, "not_found", "no such queue")
+        return q
+
+    async def _dnc_number(self, request: web.Request, q: QueueConfig) -> str:
+        doc = await _read_json(request, required=True)
+        raw = doc.get("number") if isinstance(doc, dict) else None
+        if not isinstance(raw, str) or not raw.strip():
+            raise ApiProblem(
+                422, "validation_failed", "a 'number' string is required", field="number"
+            )
+        try:
+            return validate_number(raw, NumberPolicy.from_queue(q))
+        except NumberRejected as exc:
+            raise ApiProblem(
+                422, "number_rejected", "not a number this queue could call", field="number",
+                reason=exc.reason,
+            ) from exc  # fmt: skip
+
+    async def dnc_list(self, request: web.Request) -> web.Response:
+        q = self._dnc_queue(request)
+        return _json({"queue": q.name, "numbers": await self._store.dnc_list(q.name)})
+
+    async def dnc_add(self, request: web.Request) -> web.Response:
+        q = self._dnc_queue(request)
+        number = await self._dnc_number(request, q)
+        added = await self._store.dnc_add(q.name, number)
+        log.info("dnc.added", queue=q.name, number=mask(number), via="api")
+        return _json({"queue": q.name, "number": number, "added": added}, 201 if added else 200)
+
+    async def dnc_remove(self, request: web.Request) -> web.Response:
+        q = self._dnc_queue(request)
+        number = await self._dnc_number(request, q)
+        if not await self._store.dnc_remove(q.name, number):
+            raise ApiProblem(404, "not_found", "the number is not on this queue's list")
+        log.info("dnc.removed", queue=q.name, number=mask(number), via="api")
+        return _json({"queue": q.name, "number": number, "removed": True})
 
 
 async def _read_json(request: web.Request, *, required: bool) -> object | None:

@@ -246,6 +246,7 @@ def callback_view(cb: Callback) -> dict[str, Any]:
         "last_outcome": cb.last_outcome or None,
         "last_cause": cb.last_cause or None,
         "origin": cb.origin.value,
+        "reason": cb.reason,
         "priority": cb.priority,
         "created_at": iso_ms(cb.created_ms),
         "join_time": iso_ms(cb.join_time_ms),
@@ -274,6 +275,8 @@ class PendingView(TypedDict):
     state: str
     attempts: int
     next_attempt_at: str | None  # ISO-8601 UTC; None = as soon as a member is ready
+    origin: str  # phone, agi, web, abandon
+    reason: str  # the caller's pick from the reason menu ("" = none)
 
 
 class OutcomeView(TypedDict):
@@ -386,6 +389,8 @@ def status_doc(
                 "next_attempt_at": (
                     iso_ms(cb.next_attempt_ms) if cb.next_attempt_ms > now_ms else None
                 ),
+                "origin": cb.origin.value,
+                "reason": cb.reason,
             }
             for cb in held.pending
         ]

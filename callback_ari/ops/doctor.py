@@ -21,6 +21,7 @@ import redis.exceptions
 from callback_ari.asterisk.ami import AmiClient
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.config.loader import Config
+from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import (
     AmiActionError,
     AmiAuthError,
@@ -170,7 +171,9 @@ class Doctor:
         checked: dict[tuple[str, str], bool] = {}
         for q in self._cfg.queues.values():
             lang = q.language or DEFAULT_LANGUAGE
-            sounds = [u.partition(":")[2] for u in q.prompts.all_uris() if u.startswith("sound:")]
+            reason_media = [m for r in parse_reasons(q.reasons) for m in r.media]
+            uris = (*q.prompts.all_uris(skip=q.unused_prompts()), *reason_media)
+            sounds = [u.partition(":")[2] for u in uris if u.startswith("sound:")]
             for target in (*sounds, *SAY_SOUNDS):
                 key = (target, lang)
                 if key not in checked:

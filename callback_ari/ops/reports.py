@@ -25,6 +25,8 @@ class Transition:
     outcome: str  # the attempt's Outcome value, "" if this entry ends no attempt
     cause: str  # dial cause, or the reason of a cancel / expiry
     attempt: int
+    origin: str = ""  # on a "created" entry: where the request came from
+    reason: str = ""  # on a "created" entry: the caller's reason ("" = none)
 
     @property
     def event(self) -> str:
@@ -77,6 +79,8 @@ def parse_audit(entries: Iterable[Mapping[str, Any]]) -> list[Transition]:
                 outcome=str(e.get("outcome") or ""),
                 cause=str(e.get("cause") or ""),
                 attempt=_int(e.get("attempt")),
+                origin=str(e.get("origin") or ""),
+                reason=str(e.get("reason") or ""),
             )
         )
     out.sort(key=lambda t: t.at_ms)
@@ -174,16 +178,33 @@ _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _OUTCOMES = frozenset(o.value for o in Outcome)
 
 
-def compute_report(transitions: Sequence[Transition], since_ms: int, until_ms: int) -> Report:
-    """Pure: the report over transitions whose time lies in [since_ms, until_ms]."""
+GROUPINGS = ("queue", "reason", "origin")
+NO_VALUE = "(none)"  # the row of callbacks without a reason (or created before the audit)
+
+
+def compute_report(
+    transitions: Sequence[Transition], since_ms: int, until_ms: int, *, by: str = "queue"
+) -> Report:
+    """Pure: the report over transitions whose time lies in [since_ms, until_ms].
+
+    ``by`` picks the rows: queue, or the reason / origin the callback was created with
+    (known from its "created" audit entry).
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
     tallies: dict[str, _Tally] = {}
     created: dict[str, int] = {}
+    group_of: dict[str, str] = {}
+    for t in transitions:
+        if t.event == "created" and by != "queue":
+            group_of.setdefault(t.callback_id, getattr(t, by) or NO_VALUE)
     for t in sorted(transitions, key=lambda t: t.at_ms):
         if t.event == "created":
             created.setdefault(t.callback_id, t.at_ms)
         if not since_ms <= t.at_ms <= until_ms:
             continue  # earlier entries only tell when a callback was requested
-        tally = tallies.setdefault(t.queue, _Tally())
+        key = t.queue if by == "queue" else group_of.get(t.callback_id, NO_VALUE)
+        tally = tallies.setdefault(key, _Tally())
         if t.event == "created":
             tally.requested += 1
         if t.outcome in _OUTCOMES:
@@ -237,6 +258,7 @@ async def load_report(
     *,
     lookback_ms: int = DEFAULT_LOOKBACK_MS,
     page: int = 1000,
+    by: str = "queue",
 ) -> Report:
     """Read the audit stream and compute the report over [since_ms, until_ms].
 
@@ -244,16 +266,16 @@ async def load_report(
     just before the period still has its request-to-connect time measured.
     """
     transitions = await read_audit(store, since_ms - lookback_ms, page=page)
-    return compute_report(transitions, since_ms, until_ms)
+    return compute_report(transitions, since_ms, until_ms, by=by)
 
 
-def render_table(report: Report) -> str:
+def render_table(report: Report, by: str = "queue") -> str:
     """The report as aligned text for a terminal."""
     rows: list[list[str]] = []
     for q in (*report.queues, report.overall):
         rows.append(
             [
-                "all queues" if q.queue == OVERALL else q.queue,
+                ("all queues" if by == "queue" else "all") if q.queue == OVERALL else q.queue,
                 str(q.requested),
                 str(q.attempts),
                 str(q.finished.get("connected", 0)),
@@ -266,7 +288,7 @@ def render_table(report: Report) -> str:
                 _secs(q.connect_p90_s),
             ]
         )
-    headers = ["QUEUE", "REQUESTED", "ATTEMPTS", "CONNECTED", "FAILED", "EXPIRED", "CANCELLED",
+    headers = [by.upper(), "REQUESTED", "ATTEMPTS", "CONNECTED", "FAILED", "EXPIRED", "CANCELLED",
                "SUCCESS", "ATT/SUCCESS", "P50 CONNECT", "P90 CONNECT"]  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in

@@ -28,6 +28,7 @@ from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import outcomes, policy
+from callback_ari.core.reasons import parse_reasons, whisper_files
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
@@ -187,7 +188,13 @@ class AttemptRunner:
                 app_args=("callback", a.cb.id),
                 caller_id=q.caller_id or None,
                 timeout=q.ring_timeout,
-                variables={"CB_ID": a.cb.id, "CB_PRIO": str(q.queue_priority)},
+                variables={
+                    "CB_ID": a.cb.id,
+                    "CB_PRIO": str(q.queue_priority),
+                    "CB_WHISPER": whisper_files(
+                        q.prompts["whisper"], parse_reasons(q.reasons), a.cb.reason
+                    ),
+                },
             )
         except AriConflict:
             log.error("callback.duplicate_channel", callback_id=a.cb.id, channel_id=a.channel_id)

@@ -14,6 +14,7 @@ import structlog
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import offer
 from callback_ari.core.phone import NumberPolicy, validate_number
+from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import NotReplicated, NumberRejected, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
@@ -66,6 +67,8 @@ def offer_settings(q: QueueConfig) -> offer.OfferSettings:
         digit_timeout=q.digit_timeout,
         response_timeout=q.response_timeout,
         announce_wait=q.announce_wait,
+        announce_position=q.announce_position,
+        reasons=tuple((r.digit, r.name, r.media) for r in parse_reasons(q.reasons)),
     )
 
 
@@ -126,6 +129,7 @@ async def store_request(
     origin: Origin,
     next_attempt_ms: int = 0,
     position: int = 0,
+    reason: str = "",
 ) -> tuple[Callback, bool]:
     """Validate (again: never trust a front end) and store; returns (callback, created).
 
@@ -141,6 +145,7 @@ async def store_request(
         origin=origin,
         next_attempt_ms=next_attempt_ms,
         position=position,
+        reason=reason,
     )
     if created:
         metrics.requested.labels(q.name, origin.value).inc()
@@ -151,7 +156,10 @@ async def store_request(
             number=mask(cb.number),
             join_time_ms=cb.join_time_ms,
             origin=origin.value,
+            reason=cb.reason,
         )
+        if cb.reason:
+            metrics.reasons.labels(q.name, cb.reason).inc()
     else:
         log.info("callback.duplicate", callback_id=cb.id, queue=q.name, origin=origin.value)
     return cb, created
@@ -169,6 +177,7 @@ async def store_from_dialogue(
     origin: Origin,
     wait_estimate: Callable[[], float | None],
     held_until_ms: int = 0,
+    reason: str = "",
 ) -> offer.Event:
     """The dialogue's Store action, answered as the machine's next input.
 
@@ -187,6 +196,7 @@ async def store_from_dialogue(
             origin=origin,
             position=entry.position,
             next_attempt_ms=held_until_ms,
+            reason=reason,
         )
     except NumberRejected as exc:
         log.error("offer.unsafe_number", queue=q.name, reason=exc.reason)

@@ -69,7 +69,11 @@ class AgiOfferSession:
         self._clock: Clock = clock or SystemClock()
         self._caller_id = _known(agi.env.get("agi_callerid", "")) or None
         self._machine = offer.OfferMachine(
-            offer_settings(self._q), number_validator(self._q), caller_id=self._caller_id
+            offer_settings(self._q),
+            number_validator(self._q),
+            caller_id=self._caller_id,
+            position=entry.position,
+            wait_s=wait_estimate() if self._q.announce_position else None,
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
         self._stored: HeldCallback | None = None  # booked here: held until the line is down
@@ -149,7 +153,7 @@ class AgiOfferSession:
                 self._timer = (self._clock.now_ms() + round(seconds * 1000), token)
             case offer.CancelTimer():
                 self._timer = None
-            case offer.Store(number=number):
+            case offer.Store(number=number, reason=reason):
                 held_until = hold_for_hangup_ms(
                     self._q, self._clock.now_ms(), self._dialogue_timeout
                 )
@@ -157,7 +161,7 @@ class AgiOfferSession:
                     self._store, self._metrics, self._q, number=number,
                     caller_name=_known(self._agi.env.get("agi_calleridname", "")),
                     source_channel=self._agi.env.get("agi_uniqueid", ""), entry=self._entry,
-                    origin=Origin.AGI, wait_estimate=self._wait_estimate,
+                    origin=Origin.AGI, wait_estimate=self._wait_estimate, reason=reason,
                     held_until_ms=held_until,
                 )  # fmt: skip
                 if isinstance(result, offer.Stored) and result.created:

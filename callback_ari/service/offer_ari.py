@@ -68,7 +68,11 @@ class OfferSession:
         self._wait_estimate = wait_estimate
         self._events: asyncio.Queue[ev.AriEvent] = asyncio.Queue()
         self._machine = offer.OfferMachine(
-            offer_settings(queue), number_validator(queue), caller_id=channel.caller_number or None
+            offer_settings(queue),
+            number_validator(queue),
+            caller_id=channel.caller_number or None,
+            position=entry.position,
+            wait_s=wait_estimate() if queue.announce_position else None,
         )
         self._todo: deque[offer.Action] = deque()
         self._playback: tuple[str, int] | None = None  # (playback id, token)
@@ -182,8 +186,9 @@ class OfferSession:
                 self._timer = (asyncio.get_running_loop().time() + seconds, token)
             case offer.CancelTimer():
                 self._timer = None
-            case offer.Store(number=number):
-                self._todo.extend(self._machine.handle(await self._store_callback(number)))
+            case offer.Store(number=number, reason=reason):
+                result = await self._store_callback(number, reason)
+                self._todo.extend(self._machine.handle(result))
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
@@ -201,7 +206,7 @@ class OfferSession:
             return None
         return self._stored
 
-    async def _store_callback(self, number: str) -> offer.Event:
+    async def _store_callback(self, number: str, reason: str) -> offer.Event:
         held_until = hold_for_hangup_ms(self._q, self._clock.now_ms(), self._dialogue_timeout)
         event = await store_from_dialogue(
             self._store,
@@ -214,6 +219,7 @@ class OfferSession:
             origin=Origin.PHONE,
             wait_estimate=self._wait_estimate,
             held_until_ms=held_until,
+            reason=reason,
         )
         if isinstance(event, offer.Stored) and event.created:
             self._stored = HeldCallback(

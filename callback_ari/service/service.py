@@ -26,8 +26,10 @@ from callback_ari.clock import Clock, SystemClock
 from callback_ari.config.loader import Config
 from callback_ari.core import offer, policy
 from callback_ari.core.hours import BusinessHours
+from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
+from callback_ari.service.abandon import AbandonFollowUp
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
 from callback_ari.service.grace import release_when_gone
@@ -68,6 +70,8 @@ class Service:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.metrics.declare_queues(config.queues, ENTRIES)
+        for name, q in config.queues.items():
+            self.metrics.declare_reasons(name, (r.name for r in parse_reasons(q.reasons)))
         self.metrics.watch_links(self.readiness)
         self.owner = config.general.instance_id
         self.store: CallbackStore | None = None
@@ -174,6 +178,18 @@ class Service:
                 )
                 self.on_reload(self.dispatcher.reconfigure)
                 self.on_reload(recall.reconfigure)
+                abandon = AbandonFollowUp(
+                    config=cfg,
+                    store=self.store,
+                    metrics=self.metrics,
+                    owns_channel=self.dispatcher.owns_channel,
+                    withdrew=self.withdrawer.withdrew,
+                    offer_open=self._offer_open,
+                    spawn=self.spawn,
+                )
+                self.on_reload(abandon.reconfigure)
+                # before the leave listeners: the withdrawer forgets its callers on leave
+                self.watcher.on_caller_abandon(abandon.caller_abandoned)
                 self.watcher.on_member_ready(self.dispatcher.member_ready)
                 self.watcher.on_caller_join(recall.caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
@@ -304,7 +320,8 @@ class Service:
             clock=self.clock,
             metrics=self.metrics,
             dialogue_timeout=self.config.general.dialogue_timeout,
-            wait_estimate=lambda: self.watcher.estimated_wait_s(entry.queue, 1),
+            # their turn is the position they left at: the callback keeps it
+            wait_estimate=lambda: self.watcher.estimated_wait_s(entry.queue, entry.position or 1),
         )
         self.sessions[channel.id] = session
         self.spawn(self._run_offer(session, entry), name=f"offer:{channel.id}")

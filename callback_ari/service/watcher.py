@@ -24,6 +24,8 @@ _L = TypeVar("_L")
 
 
 CallerListener = Callable[[str, QueueCaller], None]
+# fn(queue, caller, hold_s): the caller left Queue() by QueueCallerAbandon after hold_s seconds
+AbandonListener = Callable[[str, QueueCaller, float], None]
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ class QueueWatcher:
         self._on_ready: list[Callable[[str], None]] = []
         self._on_join: list[CallerListener] = []
         self._on_leave: list[CallerListener] = []
+        self._on_abandon: list[AbandonListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {q: [] for q in self._states}
         self._wakeup = asyncio.Event()
         self._handlers: dict[str, Callable[[str, AmiMessage, int], None]] = {
@@ -113,6 +116,14 @@ class QueueWatcher:
     def on_caller_leave(self, fn: CallerListener) -> Callable[[], None]:
         """``fn(queue, caller)`` on QueueCallerLeave or QueueCallerAbandon, whichever is first."""
         return _subscribe(self._on_leave, fn)
+
+    def on_caller_abandon(self, fn: AbandonListener) -> Callable[[], None]:
+        """``fn(queue, caller, hold_s)`` on QueueCallerAbandon, before the leave listeners.
+
+        Asterisk 22 also sends it for a caller taken out by QueueWithdrawCaller: listeners
+        that care (the abandon follow-up) must tell those apart themselves.
+        """
+        return _subscribe(self._on_abandon, fn)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -279,6 +290,13 @@ class QueueWatcher:
             channel = msg.get("Channel")
             uid = next((u for u, c in state.callers.items() if c.channel == channel), "")
             caller = state.callers.pop(uid, None)
+        if msg.name.lower() == "queuecallerabandon":
+            hold_s = float(_int(msg, "HoldTime", -1))
+            if caller is None:  # joined before we watched: Asterisk says how long it held
+                caller = self._caller_from(queue, msg, now - 1000 * max(0, int(hold_s)))
+                self._notify_abandon(caller, hold_s if hold_s >= 0 else 0.0)
+                return
+            self._notify_abandon(caller, hold_s if hold_s >= 0 else caller.hold_s(now))
         if caller is None:
             return  # QueueCallerLeave after QueueCallerAbandon, or a caller from before us
         for other_uid, other in state.callers.items():
@@ -389,6 +407,13 @@ class QueueWatcher:
                     fn(queue)
                 except Exception:
                     log.exception("watcher.listener_error", listener="member_ready")
+
+    def _notify_abandon(self, caller: QueueCaller, hold_s: float) -> None:
+        for fn in list(self._on_abandon):
+            try:
+                fn(caller.queue, caller, hold_s)
+            except Exception:
+                log.exception("watcher.listener_error", queue=caller.queue, listener="abandon")
 
     def _notify(self, listeners: list[CallerListener], caller: QueueCaller) -> None:
         for fn in list(listeners):

@@ -70,6 +70,14 @@ class Withdrawer:
         del queue
         self._withdrawn.pop(caller.uniqueid, None)
 
+    def withdrew(self, uniqueid: str) -> bool:
+        """Whether this service asked Asterisk to withdraw the caller (still in their stay).
+
+        Asterisk 22 reports such a caller with QueueCallerAbandon: that is our offer, not a
+        caller hanging up.
+        """
+        return uniqueid in self._withdrawn
+
     def declined(self, channel_id: str) -> None:
         """The caller went back to the queue from an offer: never withdraw them again."""
         self._no_reoffer[channel_id] = None

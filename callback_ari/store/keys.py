@@ -38,6 +38,7 @@ INDEXES: dict[str, tuple[str, str]] = {
     "dial": ("zset", "dialing, score lease_expires_ms"),
     "age": ("zset", "every live callback, score created_ms (expiry by age)"),
     "nums": ("hash", "number -> id of the one live callback for (queue, number)"),
+    "dnc": ("set", "do-not-call numbers (dial form): no abandon follow-up for them"),
     **{
         f"s:{s.value}": ("zset", f"{s.value} callbacks, score updated_ms (ttl-pruned)")
         for s in State
@@ -66,6 +67,7 @@ FIELDS: dict[str, str] = {
     "o": "last_outcome", "ca": "last_cause", "na": "next_attempt_ms",
     "lo": "lease_owner (current or last attempt)", "le": "lease_expires_ms (0 unless dialing)",
     "u": "updated_ms", "pr": "priority (seconds of boost)", "or": "origin", "po": "position",
+    "rs": "reason (the caller's pick from the reason menu; absent when none)",
 }  # fmt: skip
 REQUIRED_FIELDS: tuple[str, ...] = ("q", "n", "j", "c", "s", "a")
 INT_FIELDS: tuple[str, ...] = ("j", "c", "a", "na", "le", "u", "pr", "po")

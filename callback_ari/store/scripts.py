@@ -63,6 +63,7 @@ def decode_record(key: str, cb_id: str, fields: Mapping[Any, Any] | str) -> Call
             priority=ints["pr"],
             origin=Origin(h.get("or", Origin.PHONE.value)),
             position=ints["po"],
+            reason=h.get("rs", ""),
         )
     except KeyError as exc:
         raise CorruptRecord(key, f"missing field {exc.args[0]}") from None
@@ -143,11 +144,12 @@ local function skip(id, h, why, where, reports)
   end
 end
 
-local function audit(id, q, from, to, outcome, cause, attempt)
+local function audit(id, q, from, to, outcome, cause, attempt, extra)
   if AUDIT_MAX <= 0 then return end
   local ts = num(NOW)
   local f = {'id', id, 'queue', q, 'from', from, 'to', to, 'outcome', outcome, 'cause', cause,
              'attempt', attempt, 'ts', ts}
+  for _, v in ipairs(extra or {}) do f[#f + 1] = v end
   -- Entry ids follow the caller's clock; if it ever runs backwards, let Redis pick the id.
   local r = redis.pcall('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAX, ts .. '-*', unpack(f))
   if type(r) == 'table' and r.err then
@@ -211,7 +213,7 @@ ENQUEUE = (
     _COMMON
     + r"""
 -- ARGV: 5 queue, 6 number, 7 name, 8 channel, 9 join, 10 origin, 11 priority, 12 position,
---       13 wanted id ('' = generate), 14 next_attempt_ms
+--       13 wanted id ('' = generate), 14 next_attempt_ms, 15 reason ('' = none)
 local q, n, given = ARGV[5], ARGV[6], ARGV[13]
 local bad = check_indexes(q, {nums = true, age = true, sched = true, ready = true}, true)
 if bad then return {'corrupt', bad[1], bad[2]} end
@@ -237,6 +239,7 @@ local na = tonumber(ARGV[14])
 redis.call('HSET', kcb(id), 'q', q, 'n', n, 'nm', ARGV[7], 'ch', ARGV[8], 'j', ARGV[9],
   'c', num(NOW), 's', S_PENDING, 'a', '0', 'o', '', 'ca', '', 'na', num(na), 'lo', '', 'le', '0',
   'u', num(NOW), 'pr', ARGV[11], 'or', ARGV[10], 'po', ARGV[12])
+if ARGV[15] ~= '' then redis.call('HSET', kcb(id), 'rs', ARGV[15]) end
 redis.call('HSET', kq(q, I_NUMS), n, id)
 redis.call('ZADD', kq(q, I_AGE), num(NOW), id)
 redis.call('SADD', K_QUEUES, q)
@@ -245,7 +248,7 @@ if na > NOW then
 else
   redis.call('ZADD', kq(q, I_READY), num(tonumber(ARGV[9]) - tonumber(ARGV[11]) * 1000), id)
 end
-audit(id, q, '', S_PENDING, '', '', '0')
+audit(id, q, '', S_PENDING, '', '', '0', {'origin', ARGV[10], 'reason', ARGV[15]})
 return {'new', id, rec(id), reports}
 """
 )

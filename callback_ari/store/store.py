@@ -212,6 +212,7 @@ class CallbackStore:
         callback_id: str | None = None,
         next_attempt_ms: int = 0,
         position: int = 0,
+        reason: str = "",
         now_ms: int | None = None,
     ) -> tuple[Callback, bool]:
         """Store a pending callback; (existing, False) if (queue, number) already has a live one.
@@ -226,7 +227,7 @@ class CallbackStore:
             raise ValueError(f"callback id must match {ID_RE.pattern}")
         args = (
             queue, number, caller_name, source_channel, int(join_time_ms), Origin(origin).value,
-            int(priority), int(position), callback_id or "", int(next_attempt_ms),
+            int(priority), int(position), callback_id or "", int(next_attempt_ms), reason,
         )  # fmt: skip
         if not self._min_replicas:
             reply = await self._run("enqueue", self._enqueue, now_ms, *args)
@@ -446,6 +447,33 @@ class CallbackStore:
                 for s in (State.PENDING, State.DIALING, State.RETRY_WAIT, *_TERMINAL_ORDER)
             }
         return out
+
+    # --- the per-queue do-not-call list (abandon follow-ups never call these) -------------
+
+    async def dnc_add(self, queue: str, number: str) -> bool:
+        """Put ``number`` (its dial form) on ``queue``'s do-not-call list; False if already on."""
+        _check_queue(queue)
+        added = await self._guard("dnc_add", self._r.sadd(self.key("q", queue, "dnc"), number))
+        return bool(added)
+
+    async def dnc_remove(self, queue: str, number: str) -> bool:
+        """Take ``number`` off the list; False if it was not on it."""
+        _check_queue(queue)
+        gone = await self._guard("dnc_remove", self._r.srem(self.key("q", queue, "dnc"), number))
+        return bool(gone)
+
+    async def dnc_has(self, queue: str, number: str) -> bool:
+        _check_queue(queue)
+        found = await self._guard(
+            "dnc_has", cast(Awaitable[int], self._r.sismember(self.key("q", queue, "dnc"), number))
+        )
+        return bool(found)
+
+    async def dnc_list(self, queue: str) -> builtins.list[str]:
+        """The numbers on ``queue``'s do-not-call list, sorted."""
+        _check_queue(queue)
+        raw = await self._guard("dnc_list", self._r.smembers(self.key("q", queue, "dnc")))
+        return sorted(as_text(n) for n in raw)
 
     async def next_due_ms(self, queue: str) -> int | None:
         """When the earliest retry (or scheduled pending callback) of ``queue`` falls due."""

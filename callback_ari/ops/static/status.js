@@ -284,8 +284,9 @@
       q.pending.map((p) => [
         text("td", p.id), text("td", p.number), text("td", p.state.replace("_", " ")),
         text("td", p.attempts), text("td", when(p.next_attempt_at, now)),
+        text("td", p.reason || "-"), text("td", p.origin),
       ]),
-      5, "No callbacks are waiting.",
+      7, "No callbacks are waiting.",
     );
     fillRows(
       node.querySelector(".outcomes tbody"),

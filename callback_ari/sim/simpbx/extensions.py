@@ -91,7 +91,8 @@ exten => {q},1,NoOp(callback-ari: caller ***${{CALLERID(num):-4}} returns to ${{
 [callback-connect]
 exten => {q},1,NoOp(callback-ari: callback ${{CB_ID}} joins ${{EXTEN}})
  same => n,Set(QUEUE_PRIO=${{IF($["${{CB_PRIO}}" = ""]?10:${{CB_PRIO}})}})
- same => n,Queue(${{EXTEN}},,,,,,,,1)
+ same => n,Set(__CB_WHISPER=${{CB_WHISPER}})
+ same => n,Queue(${{EXTEN}},,,,,,callback-whisper,,1)
  same => n,Hangup()
 """
 EXIT_TEMPLATE = """
