@@ -22,6 +22,7 @@ from typing import Any
 
 from soak_settings import SoakSettings
 
+from callback_ari.sim.simpbx.members import Member
 from callback_ari.sim.simpbx.sim import SimAsterisk
 
 CB_CHANNEL = re.compile(r"^cb-(?P<id>[A-Za-z0-9-]+?)-a(?P<attempt>\d+)$")
@@ -278,7 +279,8 @@ class Observer:
             first = int(text) if text.isdigit() else joined
             entry_ms = joined if entry_ms is None else min(entry_ms, joined)
             origin_ms = first if origin_ms is None else min(origin_ms, first)
-        ready = sum(1 for m in q.members if m.ready())
+        # a member the service paused for this callback's reservation counts as its member
+        ready = sum(1 for m in q.members if m.ready() or _reserved(m))
         flying = list(self.in_flight[ch.queue].values())  # this one too, unless already gone
         earliest = min((c.created for c in flying), default=at)
         recent = [g for g in self.grabs[ch.queue] if g[0] >= earliest - RACE_GRACE_S]
@@ -305,7 +307,11 @@ class Observer:
         check = "capacity_cross" if foreign else "capacity"
         if check == "capacity" and any(at - t <= LASTCALL_WINDOW_S for t in self.resyncs):
             ending = sum(
-                1 for m in q.members if m.free() and not m.ready() and m.wrapup_until - at <= 1.0
+                1
+                for m in q.members
+                if (m.free() or _held_for_callback(m))
+                and not m.ready()
+                and m.wrapup_until - at <= 1.0
             )
             if excess <= ending:
                 check = "capacity_lastcall"
@@ -394,3 +400,15 @@ class Observer:
 
     def _violate(self, check: str, detail: str) -> None:
         self.violations.append(Violation(check, time.time(), detail))
+
+
+def _held_for_callback(m: Member) -> bool:
+    """Paused by a callback-ari reservation (reason ``<app>:<id>``), idle apart from that."""
+    if not (m.paused and m.paused_reason.startswith("callback-ari")):
+        return False
+    return m.devstate in ("NOT_INUSE", "UNKNOWN") and not m.in_call
+
+
+def _reserved(m: Member) -> bool:
+    """Held for a callback and out of wrap-up: the member that callback will get."""
+    return _held_for_callback(m) and time.time() >= m.wrapup_until

@@ -156,6 +156,18 @@ class Metrics:
         self.reconnects = Counter(
             "callback_reconnects", "Reconnections to Asterisk (ari, ami)", ["link"], registry=r
         )
+        self.reserved = Gauge(
+            "callback_reserved_members",
+            "Members paused by this instance for the callback whose turn it is",
+            ["queue"],
+            registry=r,
+        )
+        self.reservations = Counter(
+            "callback_reservations",
+            "Member reservations by how they ended (joined, failed, deadline, agent_paused, ...)",
+            ["queue", "result"],
+            registry=r,
+        )
         self._links = _LinkCollector()
         r.register(self._links)
         self.errors = Counter(
@@ -190,6 +202,7 @@ class Metrics:
             for state in sorted(LIVE_STATES):
                 self.pending.labels(q, state.value)
             self.in_flight.labels(q)
+            self.reserved.labels(q)
             self.request_to_connected.labels(q)
             self.ready_to_dial.labels(q)
             self.hold_at_offer.labels(q)

@@ -39,18 +39,20 @@ TERMINAL_STATES = frozenset(set(State) - LIVE_STATES)
 class Outcome(StrEnum):
     """How one dial attempt ended (kept on the record as ``last_outcome``)."""
 
-    CONNECTED = "connected"  # answered, pressed 1, continued into the queue
+    CONNECTED = "connected"  # an agent answered the customer (AMI AgentConnect)
     BUSY = "busy"
     NO_ANSWER = "no_answer"
     CONGESTION = "congestion"
     REJECTED = "rejected"  # call rejected / invalid destination / unallocated number
     NOT_CONFIRMED = "not_confirmed"  # answered but nobody pressed 1 (machine, voicemail)
     HANGUP = "hangup"  # answered then hung up before confirming
+    ABANDONED = "abandoned"  # pressed 1, then hung up before an agent answered: final
     ERROR = "error"  # our side failed (ARI error, lease lost, crash)
 
     @property
     def is_retryable(self) -> bool:
-        return self is not Outcome.CONNECTED
+        """Connected is done; abandoned means the customer chose to leave: never rung again."""
+        return self not in (Outcome.CONNECTED, Outcome.ABANDONED)
 
 
 class Origin(StrEnum):

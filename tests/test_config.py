@@ -366,11 +366,14 @@ def test_values_are_typed() -> None:
     assert config.ami.ping_interval == 2.5
 
 
-def test_agent_first_dialling_is_refused_not_silently_ignored() -> None:
+def test_dialing_mode_is_customer_first_or_agent_first() -> None:
     text = "[ari]\npassword = x\n[ami]\nsecret = y\n[queue:support]\ndialing_mode = agent_first\n"
+    assert parse_config(text, env={}).queues["support"].dialing_mode == "agent_first"
     with pytest.raises(ConfigError) as info:
-        parse_config(text, env={})
-    assert "[queue:support] dialing_mode: agent_first" in str(info.value)
+        parse_config(text.replace("agent_first", "preview"), env={})
+    assert "[queue:support] dialing_mode: must be one of customer_first, agent_first" in str(
+        info.value
+    )
 
 
 def test_spanish_queue_gets_prompts_that_exist_in_spanish_sounds() -> None:

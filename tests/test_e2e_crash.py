@@ -238,7 +238,9 @@ async def test_two_instances_racing_over_1000_callbacks_never_dial_twice(
     ):
         names = [f"agent{i}" for i in range(1, 41)]
         sim.add_queue("support", names, handle_time=1)
-        queue = {"max_attempts": 2, "retry_interval": 1, "ring_timeout": 5}
+        # Member reservations double the AMI traffic per attempt, which this 1,000-callback
+        # race on a shared CI core cannot afford in 45 s; test_pbx_reserve covers them.
+        queue = {"max_attempts": 2, "retry_interval": 1, "ring_timeout": 5, "reserve_member": "no"}
         configs = [
             parse_config(
                 config_text(
@@ -291,7 +293,8 @@ async def test_two_instances_racing_over_1000_callbacks_never_dial_twice(
         assert len(connected) + len(failed) == RACE_CALLBACKS
         assert all(cb.number[6] == "1" for cb in connected)  # only numbers that answer
         assert len(connected) > 300  # (all 400 on an idle machine; a slow one loses a few)
-        assert all(cb.attempts == 2 for cb in failed)
+        # failed after both attempts, or final at once: pressed 1, hung up before an agent
+        assert all(cb.attempts == 2 or cb.last_outcome == "abandoned" for cb in failed)
         owners = Counter(
             r.query.get("app") for r in sim.originates if r.query.get("app") is not None
         )

@@ -284,7 +284,7 @@ async def test_never_more_callbacks_in_flight_than_ready_members(redis_url: str)
 BEHAVIOURS = ("answer", "busy", "no_answer", "congestion", "invalid", "machine", "answer_hangup")
 
 PJSIP_EXPECTED = {
-    "answer": (Outcome.CONNECTED, "answered/confirmed"),
+    "answer": (Outcome.CONNECTED, "agent/answered"),
     "busy": (Outcome.BUSY, "BUSY/17 User busy"),
     "no_answer": (Outcome.NO_ANSWER, "-/19 User alerting, no answer"),
     "congestion": (Outcome.CONGESTION, "CONGESTION/34 Circuit/channel congestion"),

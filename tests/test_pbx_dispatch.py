@@ -166,12 +166,6 @@ async def test_voicemail_like_answer_gets_confirm_timeout_after_the_prompt(
         assert cb["last_outcome"] == "not_confirmed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # only the live caller winning; a timeout or crash still fails
-    reason="issue 13: app_queue gives the freed member to the live caller who joined later "
-    "while the callback's customer is still being rung (needs agent reservation)",
-)
 async def test_callback_served_before_a_later_live_caller(
     pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
 ) -> None:

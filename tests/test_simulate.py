@@ -148,6 +148,23 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert len(data) > 5000
 
 
+def test_dialing_modes_trade_the_customers_wait_for_agent_time() -> None:
+    """customer_first: the customer waits through "press 1" and the queue's ring; agent_first:
+    nobody waits after answering, but every attempt holds an agent through the whisper."""
+    first = run_simulation(BUSY, 60, seed=3)
+    agent = run_simulation(replace(BUSY, dialing_mode="agent_first"), 60, seed=3)
+    assert first.wait_after_answer_p50_s == pytest.approx(BUSY.confirm_s + BUSY.queue_connect_s)
+    assert agent.wait_after_answer_p90_s == 0.0
+    assert first.agent_held_per_connected_s is not None
+    assert agent.agent_held_per_connected_s is not None
+    assert agent.agent_held_per_connected_s > first.agent_held_per_connected_s
+    lines = format_table([first, agent]).splitlines()
+    assert lines[0].split()[-6:] == ["mode", "ans->agent", "p50", "ans->agent", "p90", "held/conn"]
+    assert "agent_first" in lines[3]
+    with pytest.raises(ValueError, match="dialing_mode"):
+        replace(BUSY, dialing_mode="preview")
+
+
 def test_cli_errors_name_the_flags_and_the_offered_load_is_printed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

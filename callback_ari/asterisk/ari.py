@@ -197,11 +197,18 @@ class AriClient:
         caller_id: str | None = None,
         timeout: int = 30,  # noqa: ASYNC109 -- ARI's ring timeout (s), not an asyncio bound
         variables: Mapping[str, str] | None = None,
+        dialplan: tuple[str, str, int] | None = None,
     ) -> ChannelInfo:
         """``POST /channels`` into our app with our own ids; 409 (AriConflict) if either id
         is still live. Asterisk answers 200 with a Down channel even for an unreachable
-        endpoint: the outcome arrives only as events."""
-        params = {"endpoint": endpoint, "app": self.app}
+        endpoint: the outcome arrives only as events. With ``dialplan`` (context, extension,
+        priority) the answered channel runs that dialplan instead of entering our app."""
+        params = {"endpoint": endpoint}
+        if dialplan is None:
+            params["app"] = self.app
+        else:
+            context, extension, priority = dialplan
+            params |= {"context": context, "extension": extension, "priority": str(priority)}
         if app_args:
             params["appArgs"] = _no_commas(app_args, "app_args")
         if caller_id:

@@ -9,7 +9,7 @@ import sys
 from callback_ari.errors import ExitCode
 from callback_ari.sim.simqueue import SimParams
 from callback_ari.sim.simulate import (
-    compare_thresholds,
+    compare_modes,
     format_table,
     parse_thresholds,
     plot_hold_distribution,
@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="none,60,120,300",
         help="comma-separated offer thresholds in seconds; 'none' = no callbacks",
     )
+    parser.add_argument(
+        "--modes",
+        default="customer_first",
+        help="comma-separated dialing modes to compare: customer_first, agent_first",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--plot", metavar="PNG", help="also write a hold-time plot")
 
@@ -78,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     """Print one table row per threshold; exit 2 on bad parameters."""
     try:
         thresholds = parse_thresholds(args.thresholds)
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        for mode in modes:
+            if mode not in ("customer_first", "agent_first"):
+                raise ValueError(f"unknown dialing mode {mode!r}")
         params = SimParams(
             arrivals_per_hour=args.arrivals,
             mean_handle_s=args.handle,
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"callback-ari simulate: {flag_names(str(exc))}", file=sys.stderr)
         return ExitCode.USAGE
-    results = compare_thresholds(params, thresholds, args.seed)
+    results = compare_modes(params, thresholds, args.seed, modes or ["customer_first"])
     print(offered_load(params))
     print(format_table(results))
     if args.plot:

@@ -124,12 +124,10 @@ def choice(*options: str) -> Converter:
 
 
 def dialing_mode(raw: str) -> str:
-    """Only customer-first dialling exists; agent-first (preview) is refused, not ignored."""
+    """customer_first (ring the customer, then the queue) or agent_first (ring a member)."""
     value = raw.strip().lower()
     if value not in ("customer_first", "agent_first"):
         raise ValueError("must be one of customer_first, agent_first")
-    if value == "agent_first":
-        raise ValueError("agent_first (preview dialling) is not available in this release")
     return value
 
 

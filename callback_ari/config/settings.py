@@ -401,6 +401,11 @@ class QueueConfig:
     return_context: str = setting(
         "callback-return", CONTEXT, "Context a caller who declines is returned to."
     )
+    agent_context: str = setting(
+        "callback-agent-first", CONTEXT,
+        "Context the agent's call runs in with dialing_mode = agent_first (whisper, then Dial "
+        "of the customer); see [callback-agent-first] in extensions_callback.conf.",
+    )  # fmt: skip
     queue_priority: int = setting(
         10, integer(0, 2_147_483_647), "QUEUE_PRIO a confirmed callback joins the queue with."
     )
@@ -422,8 +427,8 @@ class QueueConfig:
     dialing_mode: str = setting(
         "customer_first", check.dialing_mode,
         "customer_first: ring the customer, hear them press 1, then join the queue at the "
-        "head. agent_first (ring the agent first) is not available in this release and is "
-        "refused.",
+        "head. agent_first: reserve a ready member, ring them, whisper the customer's number, "
+        "then dial the customer and bridge the two (the agent's call runs agent_context).",
     )  # fmt: skip
     announce_wait: bool = setting(
         True, boolean,
@@ -459,6 +464,14 @@ class QueueConfig:
     abandon_min_hold: int = setting(
         30, integer(0, 86400),
         "Seconds a caller must have held before hanging up for on_abandon = callback.",
+    )  # fmt: skip
+    reserve_member: bool = setting(
+        True, boolean,
+        "Reserve a ready member for the callback whose turn it is: pause it in this queue (AMI "
+        "QueuePause, reason <app>:<callback id>, needs write = agent) while the customer is "
+        "rung and confirms, and unpause it the moment the customer has joined the queue at the "
+        "head, so a later live caller cannot take it. no = the customer may wait for the next "
+        "member.",
     )  # fmt: skip
     prompts: Prompts = field(default_factory=Prompts)
 

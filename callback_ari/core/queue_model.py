@@ -54,6 +54,7 @@ class QueueMember:
     in_call: bool
     last_call_ms: int
     wrapup_s: int
+    paused_reason: str = ""  # app_queue's PausedReason; ours start with "<app>:"
 
     @property
     def logged_in(self) -> bool:

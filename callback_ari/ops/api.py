@@ -45,6 +45,7 @@ from callback_ari.models import LIVE_STATES, Origin
 from callback_ari.ops import api_schema as schema
 from callback_ari.ops.api_schema import (
     ApiProblem,
+    ReservationView,
     StatusDoc,
     WatcherView,
     callback_view,
@@ -55,6 +56,7 @@ from callback_ari.service.intake import store_request
 from callback_ari.store.store import ID_RE, CallbackStore
 
 __all__ = [
+    "ReservationView",
     "StatusDoc",
     "WatcherView",
     "build_status",
@@ -100,9 +102,13 @@ def create_app(
     readiness: Readiness,
     status: Callable[[], Awaitable[Any]],
     clock: Clock,
+    on_stored: Callable[[str], None] | None = None,
 ) -> web.Application:
-    """The aiohttp application; run it with ``serve`` (or a TestServer in tests)."""
-    api = _Api(store, config, metrics, readiness, status, clock)
+    """The aiohttp application; run it with ``serve`` (or a TestServer in tests).
+
+    ``on_stored(queue)`` is called when a request stored a new callback (dial it now).
+    """
+    api = _Api(store, config, metrics, readiness, status, clock, on_stored)
     app = web.Application(
         client_max_size=schema.MAX_BODY_BYTES,
         middlewares=[_access_log, _errors, api.auth],
@@ -269,7 +275,9 @@ class _Api:
         readiness: Readiness,
         status: Callable[[], Awaitable[Any]],
         clock: Clock,
+        on_stored: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_stored = on_stored
         self._store = store
         self._config = config
         self._metrics = metrics
@@ -407,6 +415,8 @@ class _Api:
         response = _json(body, 201 if created else 200)
         if created:
             response.headers["Location"] = f"/api/v1/callbacks/{cb.id}"
+            if self._on_stored is not None:
+                self._on_stored(q.name)
         return response
 
     async def _live_count(self, queue: str) -> int:

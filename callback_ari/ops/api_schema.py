@@ -288,6 +288,15 @@ class OutcomeView(TypedDict):
     at: str  # ISO-8601 UTC
 
 
+class ReservationView(TypedDict):
+    """A member paused for the callback whose turn it is."""
+
+    member: str  # the member's interface
+    callback_id: str
+    held_s: float
+    deadline_s: float  # seconds left before it is released whatever happens
+
+
 class TodayView(TypedDict):
     """Today's figures of one queue: since midnight in the queue's time zone (audit stream)."""
 
@@ -318,6 +327,7 @@ class QueueStatusView(TypedDict):
     callers: list[CallerView]
     pending: list[PendingView]
     in_flight: int
+    reserved: list[ReservationView]
     last_outcomes: list[OutcomeView]
     today: NotRequired[TodayView]
     trend: NotRequired[TrendView]
@@ -365,6 +375,7 @@ def status_doc(
     watcher_view: Callable[[str], WatcherView | Mapping[str, Any]],
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
+    reservations: Callable[[str], list[ReservationView]] | None = None,
 ) -> StatusDoc:
     """The status document from live queue data and what the store holds (no I/O)."""
     queues: list[QueueStatusView] = []
@@ -401,6 +412,7 @@ def status_doc(
                 "callers": callers,
                 "pending": pending[:PENDING_SHOWN],
                 "in_flight": in_flight(name),
+                "reserved": reservations(name) if reservations is not None else [],
                 "last_outcomes": last_outcomes(held.finished),
             }
         )

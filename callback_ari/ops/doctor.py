@@ -35,6 +35,7 @@ from callback_ari.ops import freepbx
 from callback_ari.store.store import connect_redis
 
 CHECK_TIMEOUT_S = 10.0
+RESERVE_PROBE = "Local/callback-ari-check@invalid"  # a member no queue has: unpausing it is a no-op
 # The kit's own contexts (dialplan/extensions_callback.conf); the service never names them.
 KIT_QUEUE_CONTEXT = "callback-queue"
 KIT_OFFER_CONTEXT = "callback-offer"
@@ -267,6 +268,25 @@ class Doctor:
                     "manager.conf: write = agent,reporting and read = agent,call",
                 )
                 return
+            if self._cfg.queues[name].reserve_member and not await self._may_pause(ami, name):
+                return
+
+    async def _may_pause(self, ami: AmiClient, queue: str) -> bool:
+        """Member reservations need QueuePause (write = agent). Unpausing a member that does
+        not exist changes nothing: Asterisk answers "Interface not found" when the action is
+        allowed and "Permission denied" when it is not."""
+        try:
+            await ami.queue_pause(RESERVE_PROBE, False, queue=queue)
+        except AmiActionError as exc:
+            if "permission" in exc.message.lower():
+                self._add(
+                    "ami.permissions",
+                    Status.FAIL,
+                    f"QueuePause refused: {exc.message} (reserve_member = yes needs it)",
+                    "manager.conf: write = agent,reporting, or reserve_member = no",
+                )
+                return False
+        return True
 
     async def _detect_freepbx(self, ami: AmiClient) -> bool:
         for context in freepbx.FREEPBX_CONTEXTS:
@@ -291,6 +311,8 @@ class Doctor:
             wanted.setdefault((KIT_EXIT_CONTEXT, q.request_digit), [])
             wanted.setdefault((q.return_context, q.name), []).append("return_context")
             wanted.setdefault((q.connect_context, q.name), []).append("connect_context")
+            if q.dialing_mode == "agent_first":
+                wanted.setdefault((q.agent_context, q.name), []).append("agent_context")
         where = (
             "/etc/asterisk/extensions_custom.conf (FreePBX rewrites extensions.conf and "
             "extensions_additional.conf), then `fwconsole reload`"

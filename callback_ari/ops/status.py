@@ -15,6 +15,7 @@ from callback_ari.ops.api_schema import (
     OUTCOMES_SHOWN,
     PENDING_SHOWN,
     QueueRecords,
+    ReservationView,
     StatusDoc,
     WatcherView,
     status_doc,
@@ -30,6 +31,7 @@ async def build_status(
     watcher_view: Callable[[str], WatcherView | Mapping[str, Any]],
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
+    reservations: Callable[[str], list[ReservationView]] | None = None,
 ) -> StatusDoc:
     """The status document: live queue data from the caller, pending and outcomes from Redis."""
     now = clock.now_ms()
@@ -38,8 +40,9 @@ async def build_status(
         name: await queue_records(store, name, counts.get(name, {})) for name in config.queues
     }
     return status_doc(
-        config, now, records, watcher_view=watcher_view, in_flight=in_flight, links=links
-    )
+        config, now, records, watcher_view=watcher_view, in_flight=in_flight, links=links,
+        reservations=reservations,
+    )  # fmt: skip
 
 
 async def queue_records(

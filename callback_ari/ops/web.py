@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -17,6 +18,18 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
     if not cfg.http.enabled or store is None:
         return None
 
+    def reservations(queue: str) -> list[api.ReservationView]:
+        now = time.monotonic()
+        return [
+            {
+                "member": r.interface,
+                "callback_id": r.callback_id,
+                "held_s": round(now - r.started, 1),
+                "deadline_s": round(max(0.0, r.deadline - now), 1),
+            }
+            for r in service.held_reservations(queue)
+        ]
+
     today = TodayFigures(cfg, service.clock)
     trends = service.trends
 
@@ -31,6 +44,7 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
             watcher_view=api.watcher_view_of(service.watcher, service.clock),
             in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
             links=service.readiness(),
+            reservations=reservations,
         )
         figures = await today.get(store)
         for queue in doc["queues"]:
@@ -45,6 +59,7 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
         readiness=service.readiness,
         clock=service.clock,
         status=status,
+        on_stored=service.wake_dispatch,
     )
     service.on_reload(lambda config: api.reconfigure(app, config))
     return api.serve(app, cfg.http.bind, cfg.http.port, listening=service.http_ready)

@@ -1,15 +1,18 @@
-"""One callback dial attempt: originate, wait for answer, "press 1", continue into the queue.
+"""One callback dial attempt: originate, wait for answer, "press 1", join the queue, an agent.
 
 States (``AttemptState``), each with its own deadline so no attempt can hang:
 
     originating --200--> ringing --StasisStart--> answered --"1"--> connecting --> done
          |                  |                        |                  |
-      409/error        destroyed/timeout       hangup/no "1"     agent answered/hangup/grace
-         v                  v                        v                  v
+      409/error        destroyed/timeout       hangup/no "1"     AgentConnect: connected
+         v                  v                        v           hangup first: abandoned
         done              done                     done               done
 
-The outcome (``outcomes.classify``) is recorded in the store as soon as it is known, and the
-member reservation is released when the attempt no longer holds a member.
+``connected`` means an agent answered (AMI AgentConnect of the customer's channel); a
+customer who pressed 1 and hung up before that is ``abandoned``. The member reservation
+(``reservations.py``) is released the moment the confirmed customer has joined the queue at
+the head, or as soon as the attempt fails. The outcome (``outcomes.classify``) is recorded in
+the store as soon as it is known.
 """
 
 from __future__ import annotations
@@ -38,14 +41,16 @@ from callback_ari.models import (
     originate_channel_id,
     originate_other_channel_id,
 )
+from callback_ari.service.reservations import Reservation, ReservationBook
 from callback_ari.store.store import CallbackStore
 
 log = structlog.get_logger(__name__)
 
 ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
 DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
+JOIN_TIMEOUT_S = 5.0  # after continue: the customer's QueueCallerJoin is due within this
+RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this much
 PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
-CONNECT_GRACE_S = 30.0  # after continue: keep the member reserved until an agent answers
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
 
@@ -70,7 +75,29 @@ class LeaseLost:
     """Synthetic input: another instance reclaimed this callback; stop at once."""
 
 
-AttemptInput = ev.AriEvent | ChannelLost | LeaseLost
+@dataclass(frozen=True, slots=True)
+class QueueSeen:
+    """AMI told us about one of the attempt's channels: in the queue (QueueCallerJoin,
+    AgentConnect, QueueCallerAbandon, QueueCallerLeave), its Hangup, or (agent-first) the
+    member's Dial to the customer ending (DialEnd, ``status`` = its DialStatus)."""
+
+    event: str
+    queue: str
+    status: str = ""
+
+
+AttemptInput = ev.AriEvent | ChannelLost | LeaseLost | QueueSeen
+QUEUE_EVENTS = frozenset(
+    {"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon", "QueueCallerLeave", "Hangup",
+     "DialEnd"}
+)  # fmt: skip
+AGENT_WHISPER_S = 30.0  # agent-first: longest whisper before the customer is dialled
+
+
+def reservation_seconds(q: QueueConfig) -> float:
+    """A reservation's deadline: the longest ring, the "press 1" round, then a margin."""
+    confirm = PROMPT_ALLOWANCE_S + q.confirm_timeout
+    return q.ring_timeout + ANSWER_MARGIN_S + confirm + JOIN_TIMEOUT_S + RESERVE_MARGIN_S
 
 
 @dataclass(slots=True)
@@ -89,7 +116,13 @@ class Attempt:
     causes: dict[str, tuple[int, str]] = field(default_factory=dict)
     answered: bool = False
     confirmed: bool = False
+    reservation: Reservation | None = None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def holds_member(self) -> bool:
+        """A member is paused for this attempt right now."""
+        return self.reservation is not None and self.reservation.held
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -121,6 +154,7 @@ class AttemptRunner:
         owner: str,
         lease_ms: int,
         on_released: Callable[[Attempt, Outcome | None], None],
+        reservations: ReservationBook | None = None,
     ) -> None:
         self._ari = ari
         self._store = store
@@ -129,6 +163,7 @@ class AttemptRunner:
         self._owner = owner
         self._lease_ms = lease_ms
         self._on_released = on_released
+        self._book = reservations
 
     async def run(self, a: Attempt) -> None:
         """The whole attempt; never raises except cancellation."""
@@ -139,23 +174,29 @@ class AttemptRunner:
             async with asyncio.TaskGroup() as tg:
                 keeper = tg.create_task(self._keep_lease(a))
                 try:
-                    outcome, cause = await self._dial_and_confirm(a)
+                    if a.queue.dialing_mode == "agent_first":
+                        outcome, cause = await self._agent_first(a)
+                    else:
+                        outcome, cause = await self._dial_and_confirm(a)
+                    if a.confirmed and outcome is Outcome.CONNECTED:  # continued into the queue
+                        outcome, cause = await self._wait_for_agent(a)
+                    await self._release(a, "attempt_ended")
                     await self._record(a, outcome, cause)
-                    if outcome is Outcome.CONNECTED and a.answered:  # not if found connected
-                        await self._hold_until_agent(a)
                 finally:
                     keeper.cancel()
             self._on_released(a, outcome)
             released = True
         except asyncio.CancelledError:
-            # Shutting down mid-attempt: hang up (so nobody is left with a dead line) and let
-            # the lease expire; the callback is retried by whichever instance runs next.
+            # Shutting down mid-attempt: hang up (so nobody is left with a dead line), give
+            # the member back and let the lease expire; the next instance retries.
             await asyncio.shield(self._hangup(a))
+            await asyncio.shield(self._release(a, "shutdown"))
             raise
         except Exception as exc:  # one bad attempt must not stop the dispatcher
             self._metrics.errors.labels("flow").inc()
             log.exception("callback.attempt_error", callback_id=a.cb.id, error=str(exc))
             await self._hangup(a)
+            await self._release(a, "error")
             if outcome is None:
                 with contextlib.suppress(Exception):
                     await self._record(a, Outcome.ERROR, f"error/{type(exc).__name__}")
@@ -286,6 +327,7 @@ class AttemptRunner:
         a.confirmed = True
         with contextlib.suppress(AriError):
             await self._ari.stop_playback(playback_id)
+        await self._show_customer(a)
         try:
             await self._ari.continue_in_dialplan(a.channel_id, q.connect_context, q.name, 1)
         except AriNotFound:
@@ -319,28 +361,143 @@ class AttemptRunner:
             elif isinstance(item, LeaseLost):
                 return "lease"
 
-    async def _hold_until_agent(self, a: Attempt) -> None:
-        """Keep the member reserved until the queue connects an agent (or the customer leaves)."""
+    async def _show_customer(self, a: Attempt) -> None:
+        """The member's phone shows the customer's number (and name), not our trunk's ID."""
+        try:
+            await self._ari.set_variable(a.channel_id, "CALLERID(num)", a.cb.number)
+            if a.cb.caller_name:
+                await self._ari.set_variable(a.channel_id, "CALLERID(name)", a.cb.caller_name)
+        except AriError as exc:  # cosmetic: never fail a confirmed customer over it
+            log.warning("callback.callerid_failed", callback_id=a.cb.id, error=str(exc))
+
+    async def _wait_for_agent(self, a: Attempt) -> tuple[Outcome, str]:
+        """From "pressed 1" to an agent answering: connected, or abandoned if they hang up.
+
+        The member reservation is released once app_queue has the customer at the head
+        (QueueCallerJoin), so app_queue rings that member for them and nobody else.
+        """
         a.state = AttemptState.CONNECTING
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CONNECT_GRACE_S):
+        joined = left = False
+        try:
+            async with asyncio.timeout(a.queue.max_age):
+                while True:
+                    wait = JOIN_TIMEOUT_S if a.holds_member and not joined else None
+                    try:
+                        async with asyncio.timeout(wait):
+                            item = await a.events.get()
+                    except TimeoutError:
+                        log.warning("callback.join_not_seen", callback_id=a.cb.id)
+                        await self._release(a, "join_timeout")
+                        continue
+                    if isinstance(item, QueueSeen):
+                        if item.event == "QueueCallerJoin":
+                            joined = True
+                            await self._release(a, "joined")
+                        elif item.event == "AgentConnect":
+                            return Outcome.CONNECTED, "agent/answered"
+                        elif item.event == "QueueCallerLeave":
+                            left = True
+                        elif item.event == "Hangup":
+                            if left:  # out of the queue without an agent (e.g. leavewhenempty)
+                                return Outcome.ERROR, "queue/left-without-agent"
+                            return Outcome.ABANDONED, "hangup/waiting-for-agent"
+                    elif isinstance(item, ChannelLost):
+                        return Outcome.ABANDONED, "lost/gone-while-queued"
+                    elif isinstance(item, LeaseLost):
+                        return Outcome.ERROR, "error/lease-lost"
+        except TimeoutError:
+            return Outcome.CONNECTED, "queued/agent-not-seen"
+
+    async def _agent_first(self, a: Attempt) -> tuple[Outcome, str]:
+        """Ring the reserved member, whisper the number, then the dialplan dials the customer.
+
+        The member's call runs ``[<agent_context>]`` (extensions_callback.conf): Asterisk's own
+        Dial bridges the two legs, so a restart of the service never cuts a call. We follow
+        it over AMI: DialEnd ANSWER is connected; any other dial status is the customer's
+        outcome (the dialplan plays a busy or congestion tone to the agent for 1 s and hangs
+        up); the member's leg ending before any DialEnd means the agent did not answer.
+        """
+        q = a.queue
+        res = a.reservation
+        if a.endpoint is None:
+            return Outcome.REJECTED, "refused/number-policy"
+        if res is None or not res.held:
+            return Outcome.ERROR, "error/no-member-reserved"
+        log.info(
+            "callback.dialing_agent", callback_id=a.cb.id, queue=q.name, attempt=a.cb.attempts,
+            member=res.interface, number=mask(a.cb.number), channel_id=a.channel_id,
+        )  # fmt: skip
+        if await self._previous_call_connected(a):
+            return Outcome.CONNECTED, RESUMED_CAUSE
+        name = a.cb.caller_name.replace('"', "") or "Callback"
+        try:
+            await self._ari.originate(
+                endpoint=res.interface,
+                channel_id=a.channel_id,
+                other_channel_id=a.other_id,
+                caller_id=f'"{name}" <{a.cb.number}>',  # what the agent's phone shows
+                timeout=q.ring_timeout,
+                variables={
+                    "CB_ID": a.cb.id,
+                    "CB_DIAL": a.endpoint,  # validated by dial_string: no separators
+                    "CB_NUMBER": a.cb.number.lstrip("+"),
+                    "CB_RING": str(q.ring_timeout),
+                    "CB_CALLERID": q.caller_id,
+                },
+                dialplan=(q.agent_context, q.name, 1),
+            )
+        except AriConflict:
+            log.error("callback.duplicate_channel", callback_id=a.cb.id, channel_id=a.channel_id)
+            return Outcome.ERROR, "error/duplicate-channel-id"
+        except AriError as exc:
+            return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
+        a.state = AttemptState.RINGING
+        try:
+            async with asyncio.timeout(2 * q.ring_timeout + AGENT_WHISPER_S + ANSWER_MARGIN_S):
                 while True:
                     item = await a.events.get()
-                    if isinstance(item, ev.Dial) and item.dialstatus == "ANSWER":
-                        if item.caller is not None and item.caller.id == a.channel_id:
-                            return
-                    elif isinstance(item, ev.ChannelDestroyed | ev.ChannelHangupRequest):
-                        if item.channel_id == a.channel_id:
-                            return
-                    elif isinstance(item, ChannelLost):
-                        return
+                    if isinstance(item, QueueSeen) and item.event == "DialEnd":
+                        a.answered = True  # the agent answered and heard the whisper
+                        if item.status == "ANSWER":
+                            a.state = AttemptState.CONNECTING
+                            await self._release(a, "connected")
+                            return Outcome.CONNECTED, "agent_first/bridged"
+                        a.dialstatus = item.status
+                        outcome = outcomes.classify(
+                            dialstatus=item.status, cause=None, answered=False,
+                            confirmed=False, technology=a.technology,
+                        )  # fmt: skip
+                        return outcome, f"agent_first/{item.status}"
+                    if isinstance(item, QueueSeen) and item.event == "Hangup":
+                        why = "agent-hung-up" if a.answered else "agent-no-answer"
+                        return Outcome.ERROR, f"agent_first/{why}"
+                    if isinstance(item, ChannelLost):
+                        return Outcome.ERROR, "agent_first/lost"
+                    if isinstance(item, LeaseLost):
+                        await self._hangup(a)
+                        return Outcome.ERROR, "error/lease-lost"
+        except TimeoutError:
+            await self._hangup(a)
+            return Outcome.ERROR, "agent_first/timeout"
+
+    async def _release(self, a: Attempt, why: str) -> None:
+        """Give the reserved member back (unpause); never raises."""
+        res = a.reservation
+        if res is None or not res.held or self._book is None:
+            return
+        try:
+            await self._book.release(res, why)
+        except Exception:
+            log.exception("reservation.release_error", callback_id=a.cb.id)
 
     # --- store, lease, cleanup ----------------------------------------------------------
 
     async def _record(self, a: Attempt, outcome: Outcome, cause: str) -> None:
         q = a.queue
         now = self._clock.now_ms()
-        final = outcome is Outcome.REJECTED and cause.startswith("refused/")
+        final = (outcome is Outcome.REJECTED and cause.startswith("refused/")) or (
+            outcome is Outcome.ABANDONED
+        )
         try:
             updated = await self._store.record_outcome(
                 a.cb.id,

@@ -15,6 +15,7 @@ import contextlib
 import structlog
 
 from callback_ari.asterisk import ari_events as ev
+from callback_ari.asterisk.ami_protocol import AmiMessage
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import Config, QueueConfig
@@ -25,7 +26,15 @@ from callback_ari.errors import CallbackAriError, NumberRejected, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Outcome, originate_channel_id, originate_other_channel_id
-from callback_ari.service.attempt import Attempt, AttemptRunner, AttemptState
+from callback_ari.service.attempt import (
+    QUEUE_EVENTS,
+    Attempt,
+    AttemptRunner,
+    AttemptState,
+    QueueSeen,
+    reservation_seconds,
+)
+from callback_ari.service.reservations import Reservation, ReservationBook
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
 
@@ -48,8 +57,10 @@ class Dispatcher:
         metrics: Metrics,
         owner: str,
         safety_interval: float = SAFETY_INTERVAL_S,
+        reservations: ReservationBook | None = None,
     ) -> None:
         self._cfg = config
+        self._book = reservations
         self._store = store
         self._watcher = watcher
         self._clock = clock
@@ -64,6 +75,7 @@ class Dispatcher:
         self._wake = {name: asyncio.Event() for name in config.queues}
         self._pass_lock = {name: asyncio.Lock() for name in config.queues}
         self._ready_at: dict[str, float] = {}  # queue -> loop time a member became ready
+        self._head: dict[str, tuple[str, int] | None] = {}  # queue -> first due (id, join ms)
         self._pass_ms: dict[str, int] = {}  # queue -> clock time the last pass began
         self._by_channel: dict[str, Attempt] = {}
         self._in_flight: dict[str, dict[str, Attempt]] = {name: {} for name in config.queues}
@@ -75,6 +87,7 @@ class Dispatcher:
             owner=owner,
             lease_ms=self._lease_ms,
             on_released=self._released,
+            reservations=reservations,
         )
         self._tg: asyncio.TaskGroup | None = None
 
@@ -96,7 +109,28 @@ class Dispatcher:
         """Watcher signal: a member of ``queue`` became ready. Wakes that queue's loop now."""
         if queue in self._wake:
             self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
+            self._prepause(queue)
             self._wake[queue].set()
+
+    def _prepause(self, queue: str) -> None:
+        """Fast path: pause the member that just turned ready if a callback is first in line.
+
+        app_queue rings a freed member for the head of the queue ~10 ms later; the pass that
+        claims the callback needs several Redis round trips, so the pause goes first.
+        """
+        q = self._cfg.queues[queue]
+        head = self._head.get(queue)
+        if self._book is None or not q.reserve_member or head is None or not q.enabled:
+            return
+        if not self._hours[queue].is_open(self._clock.now_ms()):
+            return
+        bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
+        if bound is not None and head[1] >= bound:
+            return  # a live caller is first: app_queue serves them, rightly
+        unreserved = sum(not a.holds_member for a in self._in_flight[queue].values())
+        free = self._book.free_interfaces(queue)
+        if len(free) > unreserved:
+            self._book.prepause(queue, free[-1], head[0])
 
     def wake(self, queue: str | None = None) -> None:
         """Ask for a dispatch pass (every queue when ``queue`` is None)."""
@@ -114,6 +148,26 @@ class Dispatcher:
             return False
         attempt.events.put_nowait(event)
         return True
+
+    def handle_ami(self, msg: AmiMessage) -> None:
+        """Route an AMI event about a customer's channel to its attempt; watch reservations."""
+        if msg.kind != "event":
+            return
+        if msg.name in QUEUE_EVENTS:
+            attempt = self._by_channel.get(msg.get("Uniqueid") or "")
+            if attempt is not None:
+                attempt.events.put_nowait(
+                    QueueSeen(msg.name, msg.get("Queue") or "", msg.get("DialStatus") or "")
+                )
+        if self._book is not None and self._tg is not None:
+            for res in self._book.apply(msg):
+                self._tg.create_task(self._lost(res), name=f"release:{res.interface}")
+
+    async def _lost(self, res: Reservation) -> None:
+        """app_queue rang the reserved member for someone else: the pause holds nothing now."""
+        assert self._book is not None
+        await self._book.release(res, "taken_by_other")
+        self.wake(res.queue)
 
     def owns_channel(self, channel_id: str) -> bool:
         return channel_id in self._by_channel
@@ -248,34 +302,63 @@ class Dispatcher:
             if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
                 return 0
             ready = self._watcher.ready_members(queue)
-            slots = policy.dispatch_slots(ready_members=ready, in_flight=self.in_flight(queue))
             bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
-            # Our callbacks already in the queue still hold a member; the store counts the
-            # dialing ones of every instance, so several instances together stay within `ready`.
-            connecting = sum(
-                a.state is AttemptState.CONNECTING for a in self._in_flight[queue].values()
-            )
+            in_flight = self._in_flight[queue].values()
+            # agent-first always reserves: the reservation is how it picks the member
+            reserving = q.reserve_member or q.dialing_mode == "agent_first"
+            book = self._book if reserving else None
+            max_dialing: int | None
+            if book is not None:
+                # Each claim first locks a free ready member (Redis, across instances) and
+                # pauses it; attempts holding no member (waiting for an agent after joining,
+                # or whose reservation failed) will still take one of the ready members.
+                unreserved = sum(not a.holds_member for a in in_flight)
+                slots = max(0, len(book.free_interfaces(queue)) - unreserved)
+                max_dialing = None
+            else:
+                slots = policy.dispatch_slots(ready_members=ready, in_flight=len(in_flight))
+                # Our callbacks already in the queue still hold a member; the store counts the
+                # dialing ones of every instance, so several instances together stay within
+                # `ready`.
+                connecting = sum(a.state is AttemptState.CONNECTING for a in in_flight)
+                max_dialing = ready - connecting
+            starved = False  # a member was free but nothing could be claimed
             for _ in range(slots):
+                interface = await book.take(queue) if book is not None else None
+                if book is not None and interface is None:
+                    break
                 cb = await self._store.claim_next(
                     queue,
                     owner=self._owner,
                     lease_ms=self._lease_ms,
                     join_before_ms=bound,
-                    max_dialing=ready - connecting,
+                    max_dialing=max_dialing,
                 )
                 if cb is None:
+                    if book is not None and interface is not None:
+                        await book.unlock(queue, interface)
+                        starved = True
                     break
-                attempt = self._reserve(cb, q)
+                attempt = self._reserve(cb, q, agent=interface)
+                if book is not None and interface is not None:
+                    attempt.reservation = await book.hold(
+                        queue, interface, cb.id, attempt.channel_id, reservation_seconds(q)
+                    )
                 if ready_since is not None:
                     self._metrics.ready_to_dial.labels(queue).observe(
                         asyncio.get_running_loop().time() - ready_since
                     )
                 self._tg.create_task(self._runner.run(attempt), name=f"attempt:{cb.id}")
                 started += 1
+            if book is not None:  # what the fast path pauses a member for
+                self._head[queue] = None if starved else await self._store.first_due(queue)
         return started
 
-    def _reserve(self, cb: Callback, q: QueueConfig) -> Attempt:
-        """Build the attempt and reserve its channel ids and member slot before dialling."""
+    def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
+        """Build the attempt and reserve its channel ids and member slot before dialling.
+
+        Agent-first, the channel we originate is the member's (``agent``), not the customer's.
+        """
         try:
             endpoint: str | None = dial_string(q.dial_template, cb.number, self._policies[q.name])
         except NumberRejected as exc:
@@ -293,7 +376,11 @@ class Dispatcher:
             endpoint=endpoint,
             channel_id=originate_channel_id(cb.id, cb.attempts),
             other_id=originate_other_channel_id(cb.id, cb.attempts)
-            if technology == "LOCAL"
+            if (
+                technology == "LOCAL"
+                if q.dialing_mode != "agent_first"
+                else (agent or "").upper().startswith("LOCAL/")
+            )
             else None,
             technology=technology,
         )

@@ -1,7 +1,8 @@
 """Resynchronisation: repair what Asterisk did not tell us while a link was down.
 
 After every reconnect, and every ``resync_interval`` in case an event was lost: the AMI side
-reloads the queue watcher from a QueueStatus snapshot; the ARI side hands every channel still
+reloads the queue watcher from a QueueStatus snapshot (and releases members left paused for
+reservations nobody holds); the ARI side hands every channel still
 in our Stasis app back to its flow, restarts a lost offer dialogue, or hangs up an orphan.
 """
 
@@ -23,6 +24,7 @@ from callback_ari.errors import AmiError, AriError
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.intake import OfferEntry
 from callback_ari.service.offer_ari import OfferSession
+from callback_ari.service.reservations import ReservationBook
 from callback_ari.service.watcher import QueueWatcher
 
 log = structlog.get_logger(__name__)
@@ -41,6 +43,7 @@ class Resync:
         watcher: QueueWatcher,
         dispatcher: Dispatcher,
         sessions: Mapping[str, OfferSession],
+        reservations: ReservationBook | None = None,
         start_offer: Callable[[ev.ChannelInfo, OfferEntry], None],
         hang_up: Callable[[str], None],
         wake: Callable[[], None],
@@ -51,6 +54,7 @@ class Resync:
         self._ami = ami
         self._watcher = watcher
         self._dispatcher = dispatcher
+        self._reservations = reservations
         self._sessions = sessions  # the service's live offer sessions by channel id
         self._start_offer = start_offer
         self._hang_up = hang_up  # spawns a quiet hang-up of the channel
@@ -78,6 +82,10 @@ class Resync:
             self._ami_backlog = None
             for message in backlog:
                 self._watcher.apply(message)
+                self._dispatcher.handle_ami(message)
+        if self._reservations is not None:
+            # a member paused for a reservation nobody holds any more (a crash) is released
+            await self._reservations.sweep(self._config.queues)
 
     # --- ARI ------------------------------------------------------------------------------
 

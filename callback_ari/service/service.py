@@ -38,6 +38,7 @@ from callback_ari.service.offer_agi import AgiOffers
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
 from callback_ari.service.reload import ReloadPlan, plan_reload
+from callback_ari.service.reservations import Reservation, ReservationBook
 from callback_ari.service.resync import Resync
 from callback_ari.service.trends import Trends
 from callback_ari.service.watcher import QueueWatcher
@@ -81,6 +82,7 @@ class Service:
             config.queues, self.clock, wrapup_s={n: q.wrapup_time for n, q in config.queues.items()}
         )
         self.dispatcher: Dispatcher | None = None
+        self.reservations: ReservationBook | None = None
         self.sessions: dict[str, OfferSession] = {}
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -147,6 +149,15 @@ class Service:
                     ping_timeout=cfg.ami.ping_timeout,
                     ssl=ssl.create_default_context() if cfg.ami.tls else None,
                 )
+                self.reservations = ReservationBook(
+                    store=self.store,
+                    watcher=self.watcher,
+                    ami=lambda: self.ami if self.ami is not None and self.ami.connected else None,
+                    owner=self.owner,
+                    app=cfg.general.app,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                )
                 self.dispatcher = Dispatcher(
                     config=cfg,
                     store=self.store,
@@ -155,6 +166,7 @@ class Service:
                     clock=self.clock,
                     metrics=self.metrics,
                     owner=self.owner,
+                    reservations=self.reservations,
                 )
                 self._resync = Resync(
                     config=cfg,
@@ -163,6 +175,7 @@ class Service:
                     ami=self.ami,
                     watcher=self.watcher,
                     dispatcher=self.dispatcher,
+                    reservations=self.reservations,
                     sessions=self.sessions,
                     start_offer=self._start_offer,
                     hang_up=self._spawn_hangup,
@@ -194,13 +207,14 @@ class Service:
                 self.watcher.on_caller_join(recall.caller_joined)
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
                 # the oldest live caller leaving may lift the virtual-hold gate for a callback
-                self.watcher.on_caller_leave(lambda queue, _c: self._wake_dispatch(queue))
+                self.watcher.on_caller_leave(lambda queue, _c: self.wake_dispatch(queue))
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
                     tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
                     tg.create_task(self.watcher.run())
                     tg.create_task(self.dispatcher.run())
+                    tg.create_task(self.reservations.run())
                     tg.create_task(self.withdrawer.run())
                     tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
                     tg.create_task(self._resync.run())
@@ -337,6 +351,7 @@ class Service:
                 self._watch_hangup(session.held)
             if result.outcome is offer.OfferOutcome.CONTINUED:
                 self.withdrawer.declined(session.channel_id)
+            self.wake_dispatch(entry.queue)  # a callback stored: dial it now if it may be
         except asyncio.CancelledError:
             # Shutting down: nobody is left in a dead dialogue; back to the queue they go.
             await asyncio.shield(session.return_without_offer(offer.ContinueReason.SHUTDOWN))
@@ -384,6 +399,8 @@ class Service:
         if self._resync is not None and self._resync.hold(message):
             return
         self.watcher.apply(message)
+        if self.dispatcher is not None:
+            self.dispatcher.handle_ami(message)
         self.withdrawer.wake()
 
     async def _on_ami_connect(self) -> None:
@@ -406,11 +423,16 @@ class Service:
         if q is None:  # the queue went away in a reload: the fallback time applies
             return
         if await release_when_gone(self.ari, self.store, q, held, self.clock):
-            self._wake_dispatch(held.queue)
+            self.wake_dispatch(held.queue)
 
-    def _wake_dispatch(self, queue: str) -> None:
+    def wake_dispatch(self, queue: str) -> None:
+        """Look for a callback to dial in ``queue`` now (e.g. one was just stored)."""
         if self.dispatcher is not None:
             self.dispatcher.wake(queue)
+
+    def held_reservations(self, queue: str) -> list[Reservation]:
+        """The members this instance holds paused for callbacks in ``queue``."""
+        return self.reservations.held(queue) if self.reservations is not None else []
 
     def _wake_all(self) -> None:
         if self.dispatcher is not None:

@@ -150,7 +150,14 @@ class QueueWatcher:
         return None
 
     def ready_members(self, queue: str) -> int:
-        return len(self._ready_set(self._state(queue), self._clock.now_ms(), self._busy()))
+        return len(self.ready_interfaces(queue))
+
+    def ready_interfaces(self, queue: str) -> frozenset[str]:
+        """Interfaces of the members of ``queue`` ready now (app_queue's rules, not in a call)."""
+        return self._ready_set(self._state(queue), self._clock.now_ms(), self._busy())
+
+    def member(self, queue: str, interface: str) -> QueueMember | None:
+        return self._state(queue).members.get(interface)
 
     def staffed_members(self, queue: str) -> int:
         """Members logged in and not paused: the ones who will answer this queue."""
@@ -372,16 +379,21 @@ class QueueWatcher:
         Interface). LastCall has whole seconds; AgentComplete gave us milliseconds: keep them."""
         last_call_ms = max(_int(msg, "LastCall") * 1000, old.last_call_ms if old else 0)
         own_wrapup = _int(msg, "Wrapuptime")
+        paused = _flag(msg, "Paused") if "Paused" in msg else bool(old and old.paused)
+        reason = msg.get("PausedReason") if "PausedReason" in msg else None
+        if reason is None:
+            reason = old.paused_reason if old else ""
         return QueueMember(
             queue=queue,
             interface=msg.get("Interface") or msg.get("Location") or "",
             name=msg.get("MemberName") or msg.get("Name") or (old.name if old else ""),
             state_interface=msg.get("StateInterface") or (old.state_interface if old else ""),
             status=_int(msg, "Status", old.status if old else DeviceStatus.UNKNOWN),
-            paused=_flag(msg, "Paused") if "Paused" in msg else bool(old and old.paused),
+            paused=paused,
             in_call=_flag(msg, "InCall") if "InCall" in msg else bool(old and old.in_call),
             last_call_ms=last_call_ms,
             wrapup_s=own_wrapup if own_wrapup > 0 else self._wrapup[queue],
+            paused_reason=reason if paused else "",
         )
 
     def _seed_from_params(self, queue: str, msg: AmiMessage) -> None:

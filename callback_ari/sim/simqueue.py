@@ -17,6 +17,12 @@ The model, and where it simplifies:
   ready members) for ``answer_delay_s`` when the customer answers and presses 1
   (probability ``answer_probability``) or ``fail_delay_s`` when not; failed attempts are
   retried ``retry_interval_s`` later (``policy.next_attempt_ms``) up to ``max_attempts``.
+- ``dialing_mode`` changes what an attempt costs. customer_first (reserved member): the agent
+  is held while the customer is rung and presses 1, then ``queue_connect_s`` until app_queue
+  rings them for the customer, who waits ``confirm_s + queue_connect_s`` after answering.
+  agent_first: the agent is held for ``agent_setup_s`` (answering, the whisper), then while
+  the customer is rung (``answer_delay_s - confirm_s``: nobody presses 1), or ``fail_delay_s
+  + release_s`` when the customer does not answer; the customer waits 0 s after answering.
 - After a call the agent spends ``wrapup_s`` in wrap-up. Arrivals stop after ``hours``; the
   run continues until every caller and callback is finished.
 - Each caller's random draws are made at arrival from one stream, so every threshold sees
@@ -57,6 +63,11 @@ class SimParams:
     max_age_s: float | None = None
     priority_boost_s: float = 0.0
     warmup_hours: float = 0.0  # callers arriving earlier are simulated but not counted
+    dialing_mode: str = "customer_first"  # or agent_first
+    confirm_s: float = 7.0  # part of answer_delay_s: the "press 1" prompt and the key
+    queue_connect_s: float = 1.0  # customer_first: joined at the head -> reserved agent rung
+    agent_setup_s: float = 12.0  # agent_first: the agent answers (2 s), the whisper (10 s)
+    release_s: float = 1.0  # agent_first: busy/congestion tone before the agent is released
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +86,10 @@ class SimParams:
                 problems.append(f"{name} must be within [0, 1]")
         if self.max_attempts < 1:
             problems.append("max_attempts must be >= 1")
+        if self.dialing_mode not in ("customer_first", "agent_first"):
+            problems.append("dialing_mode must be customer_first or agent_first")
+        if not 0 <= self.confirm_s <= self.answer_delay_s:
+            problems.append("confirm_s must be within [0, answer_delay_s]")
         if min(self.wrapup_s, self.retry_interval_s, self.answer_delay_s, self.fail_delay_s) < 0:
             problems.append("durations must be >= 0")
         if problems:
@@ -99,6 +114,8 @@ class SimStats:
     request_to_connect_s: tuple[float, ...]  # callback accepted -> customer connected
     agent_idle_pending_s: float  # agent-seconds free while a callback was live
     agent_busy_s: float
+    customer_waits_s: tuple[float, ...]  # connected callbacks: answering -> agent
+    agent_held_s: float  # agent-seconds held by callback attempts (ringing, whisper, ...)
     elapsed_s: float  # from the end of the warm-up to the last event
 
 
@@ -169,6 +186,8 @@ class QueueModel:
         self._to_connect: list[float] = []
         self._idle_pending = 0.0
         self._busy_time = 0.0
+        self._customer_waits: list[float] = []
+        self._held = 0.0
 
     # --- engine -------------------------------------------------------------------------
 
@@ -203,6 +222,8 @@ class QueueModel:
             request_to_connect_s=tuple(self._to_connect),
             agent_idle_pending_s=self._idle_pending,
             agent_busy_s=self._busy_time,
+            customer_waits_s=tuple(self._customer_waits),
+            agent_held_s=self._held,
             elapsed_s=max(0.0, self.now - self._warmup_s),
         )
 
@@ -286,6 +307,10 @@ class QueueModel:
             self._connected += counted
             if counted:
                 self._to_connect.append(self.now - cb.created_s)
+                agent_first = self.p.dialing_mode == "agent_first"
+                self._customer_waits.append(
+                    0.0 if agent_first else self.p.confirm_s + self.p.queue_connect_s
+                )
             self._start_call(cb.caller)
         elif cb.attempts < self.p.max_attempts:
             cb.next_attempt_ms = policy.next_attempt_ms(
@@ -345,7 +370,14 @@ class QueueModel:
         cb.attempts += 1
         self._attempts += cb.caller.counted
         answered = cb.caller.answer_u[cb.attempts - 1] < self.p.answer_probability
-        delay = self.p.answer_delay_s if answered else self.p.fail_delay_s
+        p = self.p
+        if p.dialing_mode == "agent_first":
+            ring = p.answer_delay_s - p.confirm_s if answered else p.fail_delay_s + p.release_s
+            delay = p.agent_setup_s + ring
+        else:
+            delay = p.answer_delay_s + p.queue_connect_s if answered else p.fail_delay_s
+        if cb.caller.counted:
+            self._held += delay
         self._schedule(self.now + delay, _ATTEMPT_DONE, cb)
 
     def _start_call(self, caller: _Caller) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from callback_ari.sim.simqueue import QueueModel, SimParams, SimStats
@@ -18,6 +18,7 @@ from callback_ari.sim.simqueue import QueueModel, SimParams, SimStats
 __all__ = [
     "SimParams",
     "SimResult",
+    "compare_modes",
     "compare_thresholds",
     "erlang_c_wait",
     "format_table",
@@ -53,6 +54,10 @@ class SimResult:
     request_to_callback_p90_s: float | None
     utilisation: float  # talk time / (agents x elapsed)
     live_holds_s: tuple[float, ...] = field(default=(), repr=False)
+    dialing_mode: str = "customer_first"
+    wait_after_answer_p50_s: float | None = None  # connected callbacks: answering -> agent
+    wait_after_answer_p90_s: float | None = None
+    agent_held_per_connected_s: float | None = None  # agent time held by attempts / connected
 
     @property
     def label(self) -> str:
@@ -104,6 +109,14 @@ def _result(params: SimParams, threshold: int | None, seed: int, s: SimStats) ->
         ),
         utilisation=s.agent_busy_s / capacity if capacity else 0.0,
         live_holds_s=s.live_holds_s,
+        dialing_mode=params.dialing_mode,
+        wait_after_answer_p50_s=(
+            _quantile(s.customer_waits_s, 0.5) if s.customer_waits_s else None
+        ),
+        wait_after_answer_p90_s=(
+            _quantile(s.customer_waits_s, 0.9) if s.customer_waits_s else None
+        ),
+        agent_held_per_connected_s=s.agent_held_s / connected if connected else None,
     )
 
 
@@ -121,6 +134,17 @@ def compare_thresholds(
     wanted: list[int | None] = [None]
     wanted += [t for t in dict.fromkeys(thresholds) if t is not None]
     return [run_simulation(params, t, seed) for t in wanted]
+
+
+def compare_modes(
+    params: SimParams, thresholds: Sequence[int | None], seed: int, modes: Sequence[str]
+) -> list[SimResult]:
+    """``compare_thresholds`` once per dialing mode; the baseline (no callbacks) once."""
+    out: list[SimResult] = []
+    for n, mode in enumerate(dict.fromkeys(modes)):
+        results = compare_thresholds(replace(params, dialing_mode=mode), thresholds, seed)
+        out += results if n == 0 else [r for r in results if r.threshold is not None]
+    return out
 
 
 def parse_thresholds(text: str) -> list[int | None]:
@@ -169,7 +193,8 @@ def _dur(seconds: float | None) -> str:
 
 _COLUMNS = (
     "threshold", "avg hold", "p90 hold", "max hold", "abandon", "callbacks", "connected",
-    "att/conn", "idle w/ cb", "req->cb p50", "req->cb p90",
+    "att/conn", "idle w/ cb", "req->cb p50", "req->cb p90", "mode", "ans->agent p50",
+    "ans->agent p90", "held/conn",
 )  # fmt: skip
 
 
@@ -187,6 +212,10 @@ def _row(r: SimResult) -> tuple[str, ...]:
         f"{r.agent_idle_pending_s / 60:.0f} min",
         _dur(r.request_to_callback_p50_s),
         _dur(r.request_to_callback_p90_s),
+        "-" if r.threshold is None else r.dialing_mode,
+        _dur(r.wait_after_answer_p50_s),
+        _dur(r.wait_after_answer_p90_s),
+        _dur(r.agent_held_per_connected_s),
     )
 
 
@@ -194,7 +223,9 @@ def format_table(results: Sequence[SimResult]) -> str:
     """An aligned text table, one row per threshold (durations as m:ss or h:mm:ss).
 
     "hold" is live callers' time on hold; "idle w/ cb" is agent time spent free (or waiting
-    for a callback to answer) while callbacks were outstanding.
+    for a callback to answer) while callbacks were outstanding. "ans->agent" is a connected
+    customer's wait from answering to an agent; "held/conn" the agent time callback attempts
+    held a member (ringing, "press 1", whisper), divided by the connected callbacks.
     """
     rows = [_COLUMNS, *(_row(r) for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]

@@ -6,6 +6,7 @@ namespace). Every key the store touches is one of::
   <p>:<name>          one of GLOBAL_KEYS below
   <p>:cb:<id>         hash   one callback; fields in FIELDS. Terminal records get PEXPIRE ttl
   <p>:q:<Q>:<index>   one of INDEXES below, per queue
+  <p>:q:<Q>:<m>:<I>   one of MEMBER_KEYS below, per queue member interface I
 
 The Lua scripts never spell a key, an index or a state: they use the names ``lua_header()``
 generates from these tables (``K_QUEUES``, ``kq(q, I_READY)``, ``S_PENDING`` ...), and a test
@@ -44,6 +45,15 @@ INDEXES: dict[str, tuple[str, str]] = {
         for s in State
         if s in TERMINAL_STATES
     },
+}
+
+# Per queue member: part -> (Redis type, what it holds)
+MEMBER_KEYS: dict[str, tuple[str, str]] = {
+    "res": (
+        "string",
+        '"<owner>|<callback id>": the member is reserved for that callback (PX = the '
+        'reservation deadline); "<owner>|~<n>" while a claim takes it',
+    ),
 }
 
 # The indexes that hold each state, in listing order.
@@ -92,6 +102,8 @@ class KeySchema:
                 pass
             case (kind, _, part) if kind == QUEUE and part in INDEXES:
                 pass
+            case (kind, _, part, _) if kind == QUEUE and part in MEMBER_KEYS:
+                pass
             case _:
                 raise ValueError(f"not a key of the store schema: {':'.join(parts)!r}")
         return ":".join((self.namespace, *parts))
@@ -113,6 +125,10 @@ class KeySchema:
         if kind == RECORD and sep and tail:
             return RECORD
         if kind == QUEUE and sep:
+            for part in MEMBER_KEYS:
+                queue, found, member = tail.partition(f":{part}:")
+                if found and queue and member:
+                    return f"{QUEUE}:*:{part}:*"
             for part in INDEXES:
                 queue = tail.removesuffix(":" + part)
                 if queue != tail and queue:

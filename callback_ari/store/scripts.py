@@ -534,3 +534,13 @@ SCRIPTS: dict[str, str] = {
     "expire": EXPIRE, "reclaim": RECLAIM, "renew": RENEW, "find_live": FIND_LIVE, "list": LIST,
     "counts": COUNTS,
 }  # fmt: skip
+
+# Compare-and-swap of one member-reservation key (keys.MEMBER_KEYS), outside SCRIPTS: it needs
+# no header. KEYS[1] the key; ARGV: 1 expected value, 2 new value ('' = delete), 3 TTL ms.
+# Reply 1 if swapped, else 0.
+SWAP_IF = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+return 1
+"""

@@ -123,6 +123,7 @@ class CallbackStore:
         self._list = reg(store_scripts.LIST)
         self._counts = reg(store_scripts.COUNTS)
         self._release = reg(store_scripts.RELEASE)
+        self._swap = reg(store_scripts.SWAP_IF)
 
     @property
     def namespace(self) -> str:
@@ -502,6 +503,53 @@ class CallbackStore:
             item["event_id"] = as_text(entry_id)
             out.append(item)
         return out
+
+    async def first_due(self, queue: str, *, now_ms: int | None = None) -> tuple[str, int] | None:
+        """(id, join_time_ms) of the callback ``claim_next`` would take now, or None; read-only.
+
+        A hint for the reservation fast path: it may be stale by the time anything claims.
+        """
+        now = self._clock.now_ms() if now_ms is None else int(now_ms)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zrange(self.key("q", queue, "ready"), 0, 0)
+        for part in ("retry", "sched"):
+            pipe.zrangebyscore(self.key("q", queue, part), "-inf", now, start=0, num=1)
+        replies = await self._guard("first_due", pipe.execute())
+        ids = [as_text(i) for reply in replies for i in reply]
+        best: tuple[int, str, int] | None = None
+        for cb_id in dict.fromkeys(ids):
+            j, pr = await self._guard("first_due", self._r.hmget(self.key("cb", cb_id), "j", "pr"))
+            if j is None:
+                continue
+            join = int(as_text(j))
+            order = join - int(as_text(pr or b"0")) * 1000
+            if best is None or order < best[0]:
+                best = (order, cb_id, join)
+        return None if best is None else (best[1], best[2])
+
+    # --- member reservations (keys.MEMBER_KEYS) ---------------------------------------------
+
+    async def lock_member(self, queue: str, interface: str, value: str, ttl_ms: int) -> bool:
+        """Take member ``interface`` of ``queue`` for ``value`` unless anyone holds it."""
+        key = self.key("q", queue, "res", interface)
+        ok = await self._guard("lock_member", self._r.set(key, value, nx=True, px=int(ttl_ms)))
+        return bool(ok)
+
+    async def swap_member_lock(
+        self, queue: str, interface: str, old: str, new: str | None, ttl_ms: int = 0
+    ) -> bool:
+        """Replace (``new``) or delete (``new`` None) the lock only while it still says ``old``."""
+        key = self.key("q", queue, "res", interface)
+        reply = await self._guard(
+            "swap_member_lock",
+            self._swap(keys=[key], args=[old, "" if new is None else new, int(ttl_ms)]),
+        )
+        return bool(reply)
+
+    async def member_lock(self, queue: str, interface: str) -> str | None:
+        """The lock's value, or None when nobody reserves the member."""
+        raw = await self._guard("member_lock", self._r.get(self.key("q", queue, "res", interface)))
+        return None if raw is None else as_text(raw)
 
 
 def _check_queue(queue: str) -> None:

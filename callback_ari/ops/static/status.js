@@ -260,6 +260,9 @@
     node.querySelector(".callers-count").textContent = q.callers.length;
     node.querySelector(".pending-count").textContent = q.pending.length;
     node.querySelector(".in-flight").textContent = q.in_flight;
+    node.querySelector(".reserved").textContent = (q.reserved || []).length
+      ? (q.reserved || []).map((r) => r.member + " for " + r.callback_id).join(", ")
+      : "none";
     const today = q.today || {};
     tile(node, ".t-requested", today.requested ?? "–");
     tile(node, ".t-connected", today.connected ?? "–");
