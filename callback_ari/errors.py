@@ -59,6 +59,15 @@ class StoreUnavailable(StoreError):
     """Redis cannot be reached (connection refused, timeout, auth)."""
 
 
+class NotReplicated(StoreError):
+    """A write was not confirmed by enough replicas in time (``[redis] min_replicas``)."""
+
+    def __init__(self, wanted: int, confirmed: int) -> None:
+        self.wanted = wanted
+        self.confirmed = confirmed
+        super().__init__(f"write confirmed by {confirmed} of {wanted} replicas")
+
+
 class CorruptRecord(StoreError):
     """A key in our namespace does not hold what the schema says it should."""
 

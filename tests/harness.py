@@ -34,6 +34,7 @@ QUEUE_DEFAULTS: dict[str, Any] = {
     "max_attempts": 3,
     "digit_timeout": 1,
     "response_timeout": 2,
+    "first_attempt_grace": 0,  # the grace has its own tests (test_grace.py); others dial at once
 }
 
 
@@ -47,6 +48,7 @@ def service_config(
     token: str = "",
     queues: dict[str, dict[str, Any]] | None = None,
     general: dict[str, Any] | None = None,
+    redis: dict[str, Any] | None = None,
 ) -> Config:
     """A config pointing at ``sim`` and ``redis_url``; queue keys override QUEUE_DEFAULTS."""
     general_keys = {"lease_seconds": 5, "resync_interval": 30, "dialogue_timeout": 60}
@@ -58,6 +60,7 @@ def service_config(
         "[ami]", "host = 127.0.0.1", f"port = {sim.ami_port}", "username = cbami",
         "secret = cbpass", "ping_interval = 1", "ping_timeout = 1",
         "[redis]", f"url = {redis_url}", f"prefix = {prefix}",
+        *(f"{k} = {v}" for k, v in (redis or {}).items()),
         "[http]", f"enabled = {'yes' if http_port else 'no'}", "bind = 127.0.0.1",
         f"port = {http_port or 8090}", f"token = {token}",
         "[agi]", "enabled = no",

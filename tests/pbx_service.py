@@ -38,6 +38,7 @@ QUEUE_FAST: dict[str, str] = {
     "response_timeout": "3",
     "max_tries": "3",
     "wrapup_time": "0",
+    "first_attempt_grace": "0",  # the grace has its own tests (test_grace.py); dial at once here
 }
 GENERAL_FAST: dict[str, str] = {
     "instance_id": "pbx-suite",

@@ -20,6 +20,7 @@ from callback_ari.config.loader import Config, parse_config
 from callback_ari.errors import AgiError, AgiHangup
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Origin, State
+from callback_ari.service.intake import HeldCallback
 from callback_ari.service.offer_agi import entry_from_env, offer_server
 from callback_ari.sim.simpbx.redis_process import free_port
 from callback_ari.store.store import CallbackStore
@@ -213,6 +214,7 @@ class Rig:
     server: AgiServer
     store: CallbackStore
     metrics: Metrics
+    booked: list[HeldCallback]  # what the service is told to release once the line is down
 
     @property
     def port(self) -> int:
@@ -257,18 +259,24 @@ async def serving(server: AgiServer) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+def config_general_timeout() -> int:
+    return parse_config(CONFIG, {}).general.dialogue_timeout
+
+
 @contextlib.asynccontextmanager
 async def rig_on(url: str, config: Config) -> AsyncIterator[Rig]:
     clock = ManualClock(NOW_MS)
     client = aioredis.Redis.from_url(url, decode_responses=True)
     store = CallbackStore(client, clock=clock)
     metrics = Metrics()
+    booked: list[HeldCallback] = []
     server = offer_server(
-        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=lambda _q: 240.0
-    )
+        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=lambda _q: 240.0,
+        on_booked=booked.append,
+    )  # fmt: skip
     try:
         async with serving(server):
-            yield Rig(server, store, metrics)
+            yield Rig(server, store, metrics, booked)
     finally:
         await client.aclose()
 
@@ -290,6 +298,11 @@ async def test_accepting_caller_id_stores_the_callback_and_hands_back_booked(rig
         "2025550143", "support", JOIN_MS, Origin.AGI,
     )  # fmt: skip
     assert (cb.state, cb.caller_name, cb.source_channel) == (State.PENDING, "Pat Doe", UNIQUEID)
+    # the caller is handed back to their route, still on the line: held until the service
+    # sees the channel gone (at most dialogue_timeout + first_attempt_grace from now)
+    until = NOW_MS + (config_general_timeout() + 5) * 1000
+    assert cb.next_attempt_ms == until
+    assert rig.booked == [HeldCallback("support", cb.id, UNIQUEID, until)]
     assert rig.results() == {"stored": 1}
     held = rig.metrics.registry.get_sample_value(
         "callback_hold_at_offer_seconds_sum", {"queue": "support"}

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,12 @@ async def test_metrics_count_one_whole_callback_exactly(sim: SimAsterisk, redis_
             async with asyncio.timeout(10):
                 await wait_for_callback(store, lambda cbs: len(cbs) == 1)
             await sim.wait_for(lambda: caller.destroyed, timeout=10)
+            # the first attempt is held until the service has seen that hang-up (grace 0 here);
+            # ready-to-dial measures a member turning ready while a callback is due
+            async with asyncio.timeout(10):
+                await wait_for_callback(
+                    store, lambda cbs: cbs[0].next_attempt_ms <= time.time() * 1000
+                )
             sim.set_devstate("Custom:agent1", "NOT_INUSE")
             async with asyncio.timeout(15):
                 await wait_for_callback(store, lambda cbs: cbs and cbs[0].state is State.CONNECTED)

@@ -159,6 +159,12 @@ async def test_every_dashboard_query_returns_series_from_a_real_prometheus(
                 async with asyncio.timeout(10):
                     await wait_for_callback(store, lambda cbs: len(cbs) == 1)
                 await sim.wait_for(lambda: alice.destroyed, timeout=10)
+                # the callback is held until the service saw that hang-up: free the agent
+                # once it is due, so "member ready -> dial" has a sample
+                async with asyncio.timeout(10):
+                    await wait_for_callback(
+                        store, lambda cbs: cbs[0].next_attempt_ms <= time.time() * 1000
+                    )
                 sim.hangup(bob.id)
                 sim.set_devstate("Custom:agent1", "NOT_INUSE")
                 async with asyncio.timeout(15):

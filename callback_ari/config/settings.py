@@ -199,6 +199,15 @@ class RedisConfig:
         (), str_list(host_port), "The sentinels, a host:port list (with sentinel_master).",
         example="10.0.0.1:26379, 10.0.0.2:26379", repeatable=True,
     )  # fmt: skip
+    min_replicas: int = setting(
+        0, integer(0, 16),
+        'A new callback is promised to the caller ("stored") only after Redis WAIT confirms '
+        "that this many replicas hold it; otherwise the caller goes back to the queue and the "
+        "record is cancelled (cause not_replicated). 0 = the master's word is enough.",
+    )  # fmt: skip
+    min_replicas_timeout: float = setting(
+        1.0, number(0.05, 60), "Seconds WAIT gives the replicas to confirm."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +316,12 @@ class QueueConfig:
     )  # fmt: skip
     max_attempts: int = setting(3, integer(1, 100), "Dial attempts per callback before it fails.")
     retry_interval: int = setting(120, integer(1, 86400), "Seconds between attempts.")
+    first_attempt_grace: int = setting(
+        5, integer(0, 3600),
+        "Seconds between the caller's own inbound call hanging up (its channel gone from "
+        "Asterisk) and the first attempt, so nobody is dialled while still hearing goodbye. "
+        "Web requests count from when they are stored.",
+    )  # fmt: skip
     max_age: int = setting(
         14400, integer(60, 30 * 86400),
         "A callback not connected within N seconds of the request expires.",

@@ -408,7 +408,8 @@ class _Api:
             source_channel="",
             join_time_ms=req.requested_ms or now,
             origin=Origin.WEB,
-            next_attempt_ms=req.requested_ms or 0,
+            # No inbound call to wait for: the grace runs from storage.
+            next_attempt_ms=max(req.requested_ms or 0, now + q.first_attempt_grace * 1000),
         )
         body = {"created": created, "callback": callback_view(cb)}
         response = _json(body, 201 if created else 200)

@@ -17,7 +17,8 @@ from callback_ari.models import LIVE_STATES
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
 
-GAUGE_INTERVAL_S = 5.0
+# Also how fast /readyz sees Redis go and come back: a Sentinel failover is a gap of a few seconds.
+GAUGE_INTERVAL_S = 1.0
 
 
 class Gauges:

@@ -15,7 +15,7 @@ from callback_ari.config.loader import QueueConfig
 from callback_ari.core import offer
 from callback_ari.core.phone import NumberPolicy, validate_number
 from callback_ari.core.reasons import parse_reasons
-from callback_ari.errors import NumberRejected, StoreError
+from callback_ari.errors import NotReplicated, NumberRejected, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import Callback, Origin
@@ -176,9 +176,14 @@ async def store_from_dialogue(
     entry: OfferEntry,
     origin: Origin,
     wait_estimate: Callable[[], float | None],
+    held_until_ms: int = 0,
     reason: str = "",
 ) -> offer.Event:
-    """The dialogue's Store action, answered as the machine's next input."""
+    """The dialogue's Store action, answered as the machine's next input.
+
+    ``held_until_ms``: the first attempt waits at most until then for ``release_after_hangup``
+    (the caller is still on the line while they hear "stored" and "goodbye").
+    """
     try:
         cb, created = await store_request(
             store,
@@ -190,13 +195,51 @@ async def store_from_dialogue(
             join_time_ms=entry.join_time_ms,
             origin=origin,
             position=entry.position,
+            next_attempt_ms=held_until_ms,
             reason=reason,
         )
     except NumberRejected as exc:
         log.error("offer.unsafe_number", queue=q.name, reason=exc.reason)
         return offer.StoreFailed(f"rejected:{exc.reason}")
+    except NotReplicated as exc:
+        # No promise on one copy: the caller keeps their place in the queue instead.
+        metrics.errors.labels("store").inc()
+        log.error("offer.not_replicated", queue=q.name, wanted=exc.wanted, confirmed=exc.confirmed)
+        return offer.StoreFailed("not_replicated")
     except StoreError as exc:
         metrics.errors.labels("store").inc()
         log.error("offer.store_failed", queue=q.name, error=str(exc))
         return offer.StoreFailed("store_unavailable")
     return offer.Stored(cb.id, created, wait_estimate())
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCallback:
+    """A callback booked in a call, held back until that call's channel is gone."""
+
+    queue: str
+    callback_id: str
+    channel_id: str  # the caller's inbound channel (ARI id = Asterisk uniqueid)
+    until_ms: int  # the fallback: the first attempt comes then at the latest
+
+
+def hold_for_hangup_ms(q: QueueConfig, now_ms: int, dialogue_timeout_s: float) -> int:
+    """Until when a callback stored from a call waits for its caller's line to go down.
+
+    The dialogue cannot outlast ``dialogue_timeout_s``; should the hang-up never be reported
+    (a crash, a lost event), the first attempt still comes no earlier than that plus the grace.
+    """
+    return now_ms + round((dialogue_timeout_s + q.first_attempt_grace) * 1000)
+
+
+async def release_after_hangup(
+    store: CallbackStore, q: QueueConfig, callback_id: str, hangup_ms: int
+) -> None:
+    """The caller's inbound call is down: the first attempt may come after the queue's grace."""
+    due = hangup_ms + q.first_attempt_grace * 1000
+    try:
+        moved = await store.release(callback_id, due)
+    except StoreError as exc:  # the fallback deadline of hold_for_hangup_ms still applies
+        log.warning("callback.release_failed", callback_id=callback_id, error=str(exc))
+        return
+    log.info("callback.released", callback_id=callback_id, queue=q.name, due_ms=due, moved=moved)

@@ -31,7 +31,9 @@ from callback_ari.models import Origin
 from callback_ari.service.intake import (
     CB_RESULT,
     CB_RESULT_CALLBACK,
+    HeldCallback,
     OfferEntry,
+    hold_for_hangup_ms,
     number_validator,
     offer_finished,
     offer_settings,
@@ -74,6 +76,7 @@ class AgiOfferSession:
             wait_s=wait_estimate() if self._q.announce_position else None,
         )
         self._timer: tuple[int, int] | None = None  # (deadline ms, token); AGI waits inline
+        self._stored: HeldCallback | None = None  # booked here: held until the line is down
         self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
     async def run(self) -> offer.OfferResult:
@@ -113,6 +116,15 @@ class AgiOfferSession:
         offer_finished(self._metrics, q, result, channel_id=channel_id, frontend="agi")
         return result
 
+    @property
+    def held(self) -> HeldCallback | None:
+        """The callback booked in this dialogue, still held until the caller's line is down."""
+        if self._stored is None or self.result is None:
+            return None
+        if self.result.outcome is offer.OfferOutcome.CONTINUED:
+            return None
+        return self._stored
+
     async def _idle_input(self) -> offer.Event:
         """Nothing is playing: wait for a key until the armed timer runs out."""
         if self._timer is None:  # the machine always arms one; never wait forever
@@ -142,12 +154,23 @@ class AgiOfferSession:
             case offer.CancelTimer():
                 self._timer = None
             case offer.Store(number=number, reason=reason):
+                held_until = hold_for_hangup_ms(
+                    self._q, self._clock.now_ms(), self._dialogue_timeout
+                )
                 result = await store_from_dialogue(
                     self._store, self._metrics, self._q, number=number,
                     caller_name=_known(self._agi.env.get("agi_calleridname", "")),
                     source_channel=self._agi.env.get("agi_uniqueid", ""), entry=self._entry,
                     origin=Origin.AGI, wait_estimate=self._wait_estimate, reason=reason,
+                    held_until_ms=held_until,
                 )  # fmt: skip
+                if isinstance(result, offer.Stored) and result.created:
+                    self._stored = HeldCallback(
+                        self._q.name,
+                        result.callback_id,
+                        self._agi.env.get("agi_uniqueid", ""),
+                        held_until,
+                    )
                 return self._machine.handle(result)
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
@@ -226,7 +249,9 @@ class AgiOffers:
     def __init__(
         self, *, store: CallbackStore, config: Config, metrics: Metrics, clock: Clock,
         wait_estimate: Callable[[str], float | None] = lambda _q: None,
+        on_booked: Callable[[HeldCallback], None] = lambda _held: None,
     ) -> None:  # fmt: skip
+        self._on_booked = on_booked  # the service releases it once the caller's line is down
         self._store = store
         self._config = config
         self._metrics = metrics
@@ -247,15 +272,20 @@ class AgiOffers:
             agi, store=self._store, config=self._config, entry=entry, metrics=self._metrics,
             wait_estimate=lambda: self._wait_estimate(entry.queue), clock=self._clock,
         )  # fmt: skip
-        return str(await session.run())
+        result = await session.run()
+        if session.held is not None:
+            self._on_booked(session.held)
+        return str(result)
 
 
 def offer_server(
     *, store: CallbackStore, config: Config, metrics: Metrics, clock: Clock,
     wait_estimate: Callable[[str], float | None] = lambda _q: None,
+    on_booked: Callable[[HeldCallback], None] = lambda _held: None,
 ) -> AgiServer:  # fmt: skip
     """A FastAGI server running one offer dialogue per connection."""
     offers = AgiOffers(
-        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=wait_estimate
-    )
+        store=store, config=config, metrics=metrics, clock=clock, wait_estimate=wait_estimate,
+        on_booked=on_booked,
+    )  # fmt: skip
     return AgiServer(offers, on_crash=lambda: metrics.errors.labels("agi").inc())

@@ -27,7 +27,9 @@ from callback_ari.models import Origin
 from callback_ari.service.intake import (
     CB_RESULT,
     CB_RESULT_CALLBACK,
+    HeldCallback,
     OfferEntry,
+    hold_for_hangup_ms,
     number_validator,
     offer_finished,
     offer_settings,
@@ -76,6 +78,7 @@ class OfferSession:
         self._playback: tuple[str, int] | None = None  # (playback id, token)
         self._timer: tuple[float, int] | None = None  # (loop deadline, token)
         self._ended = False
+        self._stored: HeldCallback | None = None  # booked here: held until the line is down
         self.result: offer.OfferResult | None = None  # set when the dialogue has ended
 
     @property
@@ -193,8 +196,19 @@ class OfferSession:
                 self._ended = True
                 await self._hand_back_booked()
 
+    @property
+    def held(self) -> HeldCallback | None:
+        """The callback booked in this dialogue, still held until the caller's line is down
+        (None if nothing was booked here, or the caller was sent back to the queue)."""
+        if self._stored is None or self.result is None:
+            return None
+        if self.result.outcome is offer.OfferOutcome.CONTINUED:
+            return None
+        return self._stored
+
     async def _store_callback(self, number: str, reason: str) -> offer.Event:
-        return await store_from_dialogue(
+        held_until = hold_for_hangup_ms(self._q, self._clock.now_ms(), self._dialogue_timeout)
+        event = await store_from_dialogue(
             self._store,
             self._metrics,
             self._q,
@@ -204,8 +218,14 @@ class OfferSession:
             entry=self._entry,
             origin=Origin.PHONE,
             wait_estimate=self._wait_estimate,
+            held_until_ms=held_until,
             reason=reason,
         )
+        if isinstance(event, offer.Stored) and event.created:
+            self._stored = HeldCallback(
+                self._q.name, event.callback_id, self.channel_id, held_until
+            )
+        return event
 
     async def _hand_back_booked(self) -> None:
         """The caller has a callback: back to the kit, which returns QUEUESTATUS=CALLBACK.

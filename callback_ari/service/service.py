@@ -32,7 +32,8 @@ from callback_ari.metrics import Metrics
 from callback_ari.service.abandon import AbandonFollowUp
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
-from callback_ari.service.intake import ENTRIES, OfferEntry
+from callback_ari.service.grace import release_when_gone
+from callback_ari.service.intake import ENTRIES, HeldCallback, OfferEntry
 from callback_ari.service.offer_agi import AgiOffers
 from callback_ari.service.offer_ari import OfferSession
 from callback_ari.service.recall import RecallCanceller
@@ -126,6 +127,8 @@ class Service:
                 prefix=cfg.redis.prefix,
                 clock=self.clock,
                 audit_maxlen=cfg.redis.audit_maxlen,
+                min_replicas=cfg.redis.min_replicas,
+                replica_timeout_ms=round(cfg.redis.min_replicas_timeout * 1000),
             )
             await self.store.ping()
             self.gauges.store_ok = True
@@ -239,6 +242,7 @@ class Service:
                 metrics=self.metrics,
                 clock=self.clock,
                 wait_estimate=lambda queue: self.watcher.estimated_wait_s(queue, 1),
+                on_booked=self._watch_hangup,
             )
             self.on_reload(offers.reconfigure)
             self.agi = AgiServer(offers, on_crash=lambda: self.metrics.errors.labels("agi").inc())
@@ -343,6 +347,8 @@ class Service:
                 await session.return_without_offer(offer.ContinueReason.CLOSED)
                 return
             result = await session.run()
+            if session.held is not None:
+                self._watch_hangup(session.held)
             if result.outcome is offer.OfferOutcome.CONTINUED:
                 self.withdrawer.declined(session.channel_id)
             self.wake_dispatch(entry.queue)  # a callback stored: dial it now if it may be
@@ -406,6 +412,18 @@ class Service:
         log.info("ami.resynced", queues=len(self.config.queues))
         self.dispatcher.wake()
         self.withdrawer.wake()
+
+    def _watch_hangup(self, held: HeldCallback) -> None:
+        """A callback was booked in a call: start its grace once that call is over."""
+        self.spawn(self._release_when_gone(held), name=f"grace:{held.callback_id}")
+
+    async def _release_when_gone(self, held: HeldCallback) -> None:
+        assert self.ari is not None and self.store is not None
+        q = self.config.queues.get(held.queue)
+        if q is None:  # the queue went away in a reload: the fallback time applies
+            return
+        if await release_when_gone(self.ari, self.store, q, held, self.clock):
+            self.wake_dispatch(held.queue)
 
     def wake_dispatch(self, queue: str) -> None:
         """Look for a callback to dial in ``queue`` now (e.g. one was just stored)."""

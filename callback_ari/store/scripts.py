@@ -430,6 +430,29 @@ return 1
 """
 )
 
+RELEASE = (
+    _COMMON
+    + r"""
+-- A pending callback held back (sched) until its caller's line is down: bring its first attempt
+-- forward to ARGV 6 (never later than it already was). Idempotent; anything else is left alone.
+-- ARGV: 5 id, 6 due_ms. Reply: 1 moved, 0 left as it was.
+local id, due = ARGV[5], tonumber(ARGV[6])
+local h = load(id)
+if not h or h.s ~= 'pending' then return 0 end
+local sched = kq(h.q, 'sched')
+local cur = redis.call('ZSCORE', sched, id)
+if not cur or tonumber(cur) <= due then return 0 end
+redis.call('HSET', kcb(id), 'na', num(due))
+if due > NOW then
+  redis.call('ZADD', sched, num(due), id)
+else
+  redis.call('ZREM', sched, id)
+  redis.call('ZADD', kq(h.q, 'ready'), num(score(h)), id)
+end
+return 1
+"""
+)
+
 FIND_LIVE = (
     _COMMON
     + r"""

@@ -25,6 +25,7 @@ from callback_ari.errors import (
     CallbackNotFound,
     CorruptRecord,
     InvalidTransition,
+    NotReplicated,
     StoreError,
     StoreUnavailable,
 )
@@ -95,6 +96,8 @@ class CallbackStore:
         clock: Clock | None = None,
         audit_maxlen: int = 100_000,
         terminal_ttl_s: int = DEFAULT_TERMINAL_TTL_S,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         if not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"bad store prefix {prefix!r}")
@@ -104,6 +107,10 @@ class CallbackStore:
         self._clock: Clock = clock or SystemClock()
         self._audit_maxlen = max(0, audit_maxlen)
         self._ttl_ms = max(0, terminal_ttl_s) * 1000
+        # A new callback is a promise only once this many replicas hold it (0: the master's
+        # word is enough). WAIT's own timeout is the socket edge: Redis ends the wait itself.
+        self._min_replicas = max(0, min_replicas)
+        self._replica_timeout_ms = max(1, replica_timeout_ms)
         reg = redis.register_script
         self._enqueue = reg(store_scripts.ENQUEUE)
         self._claim = reg(store_scripts.CLAIM)
@@ -115,6 +122,7 @@ class CallbackStore:
         self._find = reg(store_scripts.FIND_LIVE)
         self._list = reg(store_scripts.LIST)
         self._counts = reg(store_scripts.COUNTS)
+        self._release = reg(store_scripts.RELEASE)
         self._swap = reg(store_scripts.SWAP_IF)
 
     @property
@@ -139,19 +147,27 @@ class CallbackStore:
         cancelling = task.cancelling() if task is not None else 0
         try:
             result = await aw
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}") from exc
-        except (redis.exceptions.ReadOnlyError, redis.exceptions.NoPermissionError) as exc:
-            raise StoreUnavailable(f"redis refused {op}: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                raise CorruptRecord(self._p, f"{op}: {exc}") from exc
-            raise StoreError(f"redis error during {op}: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise StoreError(f"redis error during {op}: {exc}") from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Swallowed cancellation and a library error at once (a Sentinel failover makes
+            # that likely): the cancellation wins, or a caller catching StoreError loops on.
+            if task is not None and task.cancelling() > cancelling:
+                raise asyncio.CancelledError() from exc
+            raise self._translate(op, exc) from exc
         if task is not None and task.cancelling() > cancelling:
             raise asyncio.CancelledError()
         return result
+
+    def _translate(self, op: str, exc: Exception) -> StoreError:
+        """Our error for a redis-py (or socket) error."""
+        if isinstance(
+            exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError
+        ):
+            return StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}")
+        if isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.NoPermissionError):
+            return StoreUnavailable(f"redis refused {op}: {exc}")
+        if isinstance(exc, redis.exceptions.ResponseError) and "WRONGTYPE" in str(exc):
+            return CorruptRecord(self._p, f"{op}: {exc}")
+        return StoreError(f"redis error during {op}: {exc}")
 
     async def _run(self, op: str, script: Any, now_ms: int | None, *args: object) -> Any:
         now = self._clock.now_ms() if now_ms is None else int(now_ms)
@@ -210,13 +226,45 @@ class CallbackStore:
             raise ValueError("number must not be empty")
         if callback_id is not None and not ID_RE.match(callback_id):
             raise ValueError(f"callback id must match {ID_RE.pattern}")
-        reply = await self._run(
-            "enqueue", self._enqueue, now_ms, queue, number, caller_name, source_channel,
-            int(join_time_ms), Origin(origin).value, int(priority), int(position),
-            callback_id or "", int(next_attempt_ms), reason,
+        args = (
+            queue, number, caller_name, source_channel, int(join_time_ms), Origin(origin).value,
+            int(priority), int(position), callback_id or "", int(next_attempt_ms), reason,
         )  # fmt: skip
+        if not self._min_replicas:
+            reply = await self._run("enqueue", self._enqueue, now_ms, *args)
+            cb = self._record_from("enqueue", reply)
+            return cb, as_text(reply[0]) == "new"
+        reply, confirmed = await self._enqueue_replicated(now_ms, args)
         cb = self._record_from("enqueue", reply)
-        return cb, as_text(reply[0]) == "new"
+        created = as_text(reply[0]) == "new"
+        if confirmed < self._min_replicas:
+            if created:
+                await self._withdraw_unconfirmed(cb.id)
+            raise NotReplicated(self._min_replicas, confirmed)
+        return cb, created
+
+    async def _enqueue_replicated(
+        self, now_ms: int | None, args: tuple[object, ...]
+    ) -> tuple[Any, int]:
+        """The enqueue script and ``WAIT`` on one connection (WAIT covers that client's writes)."""
+        now = self._clock.now_ms() if now_ms is None else int(now_ms)
+        argv = [self._p, now, self._audit_maxlen, self._ttl_ms, *args]
+        async with self._r.pipeline(transaction=False) as pipe:  # reset even when cancelled
+            await self._enqueue(keys=[self.key("queues")], args=cast(Any, argv), client=pipe)
+            pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)
+            reply, confirmed = await self._guard("enqueue", pipe.execute())
+        return reply, int(confirmed)
+
+    async def _withdraw_unconfirmed(self, cb_id: str) -> None:
+        """No promise was made: cancel the record so it is never dialled (if Redis lets us).
+
+        If the master is already gone the cancel fails too; the write then lives or dies with
+        the master, and a replica promoted without it never saw it.
+        """
+        try:
+            await self.cancel(cb_id, "not_replicated")
+        except StoreError as exc:
+            log.warning("store.unconfirmed_left", callback_id=cb_id, error=str(exc))
 
     async def claim_next(
         self,
@@ -250,6 +298,16 @@ class CallbackStore:
             self._report("claim", reply[1:3])
             return None
         return self._record_from("claim", reply)
+
+    async def release(self, cb_id: str, due_ms: int, *, now_ms: int | None = None) -> bool:
+        """Bring a held-back pending callback's first attempt forward to ``due_ms``.
+
+        Stored from a call, a callback waits in the schedule until its caller's line is down;
+        this is how the service says when that happened (plus the queue's grace). It never
+        makes an attempt later; False when nothing changed (already due, dialled, gone).
+        """
+        moved = await self._run("release", self._release, now_ms, cb_id, int(due_ms))
+        return bool(moved)
 
     async def renew_lease(
         self, cb_id: str, owner: str, lease_ms: int, *, now_ms: int | None = None

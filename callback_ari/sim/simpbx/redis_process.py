@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -20,7 +21,13 @@ def free_port() -> int:
 class RedisProcess:
     """A private redis-server, for tests, benchmarks and the demo. Never a shared one."""
 
-    def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError(
@@ -28,6 +35,7 @@ class RedisProcess:
             )
         self._exe = exe
         self._appendonly = appendonly
+        self._extra = tuple(extra_args)  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="cbari-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -52,6 +60,7 @@ class RedisProcess:
             "--protected-mode", "yes",
             "--daemonize", "no",
             "--logfile", str(Path(self._dir.name) / "redis.log"),
+            *self._extra,
         ]  # fmt: skip
         # own session: a terminal's Ctrl-C must not kill Redis before we stop it cleanly
         self._proc = subprocess.Popen(
@@ -83,6 +92,10 @@ class RedisProcess:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def restart(self) -> None:
         self.stop()
