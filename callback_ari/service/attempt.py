@@ -377,7 +377,7 @@ class AttemptRunner:
         (QueueCallerJoin), so app_queue rings that member for them and nobody else.
         """
         a.state = AttemptState.CONNECTING
-        joined = left = False
+        joined = left = abandoned = False
         try:
             async with asyncio.timeout(a.queue.max_age):
                 while True:
@@ -395,10 +395,14 @@ class AttemptRunner:
                             await self._release(a, "joined")
                         elif item.event == "AgentConnect":
                             return Outcome.CONNECTED, "agent/answered"
+                        elif item.event == "QueueCallerAbandon":
+                            # app_queue's word for a caller who hung up while waiting; it
+                            # comes before the Leave and the Hangup of the same channel
+                            abandoned = True
                         elif item.event == "QueueCallerLeave":
                             left = True
                         elif item.event == "Hangup":
-                            if left:  # out of the queue without an agent (e.g. leavewhenempty)
+                            if left and not abandoned:  # out without an agent (leavewhenempty)
                                 return Outcome.ERROR, "queue/left-without-agent"
                             return Outcome.ABANDONED, "hangup/waiting-for-agent"
                     elif isinstance(item, ChannelLost):
