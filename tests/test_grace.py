@@ -1,8 +1,9 @@
 """The grace before a first attempt: never dial a customer whose own inbound call is still up.
 
 A callback stored from a call is held back until the service sees that call hang up, then
-waits the queue's ``first_attempt_grace``; one requested over the web waits the grace from
-storage. Store level on a manual clock, then end to end on the simulated PBX.
+waits the queue's ``first_attempt_grace``; one requested over the web has no inbound call and
+is due at once (tests/test_pbx_reserve.py times that on the real PBX). Store level on a
+manual clock, then end to end on the simulated PBX.
 """
 
 from __future__ import annotations

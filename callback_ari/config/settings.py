@@ -320,7 +320,7 @@ class QueueConfig:
         5, integer(0, 3600),
         "Seconds between the caller's own inbound call hanging up (its channel gone from "
         "Asterisk) and the first attempt, so nobody is dialled while still hearing goodbye. "
-        "Web requests count from when they are stored.",
+        "Web requests have no inbound call and get no grace.",
     )  # fmt: skip
     max_age: int = setting(
         14400, integer(60, 30 * 86400),

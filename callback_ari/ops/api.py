@@ -408,8 +408,9 @@ class _Api:
             source_channel="",
             join_time_ms=req.requested_ms or now,
             origin=Origin.WEB,
-            # No inbound call to wait for: the grace runs from storage.
-            next_attempt_ms=max(req.requested_ms or 0, now + q.first_attempt_grace * 1000),
+            # No inbound call of theirs is up: nothing to wait for, so no grace (a member who
+            # is ready now takes it at once); a requested time still holds.
+            next_attempt_ms=req.requested_ms or 0,
         )
         body = {"created": created, "callback": callback_view(cb)}
         response = _json(body, 201 if created else 200)
