@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from callback_ari.sim.sandbox import Harness, JsonDict, Sandbox
-from tests.pbx_service import ServiceProcess, gone, heard, hears, joins_queue, service, until
+from tests.pbx_service import (
+    RESERVATION_RACE,
+    ServiceProcess,
+    gone,
+    heard,
+    hears,
+    joins_queue,
+    service,
+    until,
+)
 
 # Real time on a shared 2-core machine: each step waits for what Asterisk reports, so a
 # generous ceiling costs nothing when the flow works.
@@ -166,6 +175,7 @@ async def test_voicemail_like_answer_gets_confirm_timeout_after_the_prompt(
         assert cb["last_outcome"] == "not_confirmed"
 
 
+@RESERVATION_RACE
 async def test_callback_served_before_a_later_live_caller(
     pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
 ) -> None:

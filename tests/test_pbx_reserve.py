@@ -25,6 +25,7 @@ from callback_ari.config.loader import Config, parse_config
 from callback_ari.models import State
 from callback_ari.sim.sandbox import AmiMessage, Harness, Sandbox, SandboxError
 from tests.harness import running_service, store_for
+from tests.pbx_service import RESERVATION_RACE
 
 pytestmark = pytest.mark.asterisk
 
@@ -100,6 +101,7 @@ async def member_paused(pbx: Harness, interface: str) -> tuple[bool, str]:
     return item.get("Paused") == "1", item.get("PausedReason", "")
 
 
+@RESERVATION_RACE
 async def test_callback_keeps_its_place_against_a_later_live_caller(
     pbx: Harness, sandbox: Sandbox, redis_url: str
 ) -> None:
