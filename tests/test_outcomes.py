@@ -175,6 +175,13 @@ def test_dialstatus_answer_counts_as_answered_even_if_stasisstart_was_missed() -
     assert got is Outcome.HANGUP
 
 
+def test_agent_first_continue_is_answered_and_not_confirmed() -> None:
+    """Agent-first: the customer's "press 1" gosub ended without a 1 (GOSUB_RESULT=CONTINUE);
+    Asterisk 22 reports DialEnd DialStatus CONTINUE (recorded on the sandbox PBX)."""
+    assert _unanswered("CONTINUE", None, "Local") is Outcome.NOT_CONFIRMED
+    assert _unanswered("continue", None) is Outcome.NOT_CONFIRMED
+
+
 def test_describe_reads_like_the_record() -> None:
     assert describe("BUSY", 17, "User busy") == "BUSY/17 User busy"
     assert describe("busy", 17, "") == "BUSY/17 User busy"  # Q.850 name when none given

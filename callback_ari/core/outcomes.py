@@ -8,6 +8,7 @@ and Local channels differ from SIP/PJSIP (recorded on Asterisk 22, transcripts R
 Local outcome         final dialstatus     ;1 destroyed     ;2 destroyed     Outcome
 ====================  ===================  ===============  ===============  ==============
 answered              ANSWER               --               --               (see below)
+answered, no "1"      CONTINUE (DialEnd)   --               --               not_confirmed
 busy                  BUSY                 0 Unknown        17 User busy     busy
 congestion            CONGESTION           0 Unknown        34 congestion    congestion
 no answer (timeout)   none (only ``""``)   19               19               no_answer
@@ -16,9 +17,15 @@ invalid extension     no Dial at all       0 Unknown        0 Unknown        rej
 
 The caller passes the most telling cause (a non-zero one from either half if there is one).
 
+Agent-first (``[callback-agent-first]``): Dial's ``U()`` gosub plays the "press 1" to the
+answered customer before the bridge and, without a 1, sets ``GOSUB_RESULT=CONTINUE``. Asterisk
+22 then hangs the customer up and reports AMI ``DialEnd`` with ``DialStatus: CONTINUE`` (the
+agent's ``DIALSTATUS`` variable stays ``ANSWER``; recorded on the sandbox PBX), so CONTINUE
+means answered and not confirmed. (``ABORT`` would hang the agent up too, without a word.)
+
 Rules, in order:
 
-1. Answered (``answered`` or dialstatus ANSWER): ``confirmed`` -> connected; otherwise
+1. Answered (``answered`` or dialstatus ANSWER or CONTINUE): ``confirmed`` -> connected; otherwise
    ``cause is None`` (the call is still up: nobody pressed 1 before the confirm timeout, so we
    end it) -> not_confirmed; a cause (the far end hung up first) -> hangup.
 2. A dial status that says it all: BUSY -> busy; NOANSWER, CANCEL -> no_answer;
@@ -123,6 +130,7 @@ _BY_DIALSTATUS: MappingProxyType[str, Outcome] = MappingProxyType(
 )
 
 NORMAL_CLEARING = 16
+_ANSWERED = frozenset({"ANSWER", "CONTINUE"})  # CONTINUE: agent-first, answered, no "1"
 _GENERIC_DIALSTATUS = frozenset({"CONGESTION", "CHANUNAVAIL"})
 
 
@@ -147,7 +155,7 @@ def classify(
 ) -> Outcome:
     """The Outcome of one attempt (rules and tables in the module docstring)."""
     status = (dialstatus or "").strip().upper()
-    if answered or status == "ANSWER":
+    if answered or status in _ANSWERED:
         if confirmed:
             return Outcome.CONNECTED
         return Outcome.NOT_CONFIRMED if cause is None else Outcome.HANGUP

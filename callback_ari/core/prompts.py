@@ -112,6 +112,16 @@ def language_defaults(language: str) -> Mapping[str, tuple[str, ...]]:
     return LANGUAGE_PROMPTS.get(language.split("_")[0].lower(), MappingProxyType({}))
 
 
+def playback_files(media: tuple[str, ...]) -> str:
+    """A prompt as dialplan ``Playback``/``Read`` take it, ``file&file``; '' = nothing to play.
+
+    Only ``sound:`` media are files a dialplan application plays; the others (recording:,
+    digits:, number:, tone:) are left out. Sound names are validated by the config (letters,
+    digits, ``_ . / -``), so the value can never carry dialplan syntax (, ^ ( ) |).
+    """
+    return "&".join(m.removeprefix("sound:") for m in media if m.startswith("sound:"))
+
+
 _DIGITS = frozenset("0123456789")
 
 

@@ -31,6 +31,7 @@ from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import outcomes, policy
+from callback_ari.core.prompts import playback_files
 from callback_ari.core.reasons import parse_reasons, whisper_files
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
 from callback_ari.masking import mask
@@ -79,7 +80,8 @@ class LeaseLost:
 class QueueSeen:
     """AMI told us about one of the attempt's channels: in the queue (QueueCallerJoin,
     AgentConnect, QueueCallerAbandon, QueueCallerLeave), its Hangup, or (agent-first) the
-    member's Dial to the customer ending (DialEnd, ``status`` = its DialStatus)."""
+    member's Dial to the customer ending (DialEnd, ``status`` = its DialStatus) and the
+    member's call entering the bridge with the customer (BridgeEnter)."""
 
     event: str
     queue: str
@@ -89,15 +91,24 @@ class QueueSeen:
 AttemptInput = ev.AriEvent | ChannelLost | LeaseLost | QueueSeen
 QUEUE_EVENTS = frozenset(
     {"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon", "QueueCallerLeave", "Hangup",
-     "DialEnd"}
+     "DialEnd", "BridgeEnter"}
 )  # fmt: skip
 AGENT_WHISPER_S = 30.0  # agent-first: longest whisper before the customer is dialled
 
 
 def reservation_seconds(q: QueueConfig) -> float:
-    """A reservation's deadline: the longest ring, the "press 1" round, then a margin."""
+    """A reservation's deadline: the longest ring, the "press 1" round, then a margin
+    (agent-first: the member's ring and whisper come first)."""
     confirm = PROMPT_ALLOWANCE_S + q.confirm_timeout
-    return q.ring_timeout + ANSWER_MARGIN_S + confirm + JOIN_TIMEOUT_S + RESERVE_MARGIN_S
+    agent = q.ring_timeout + AGENT_WHISPER_S if q.dialing_mode == "agent_first" else 0.0
+    return agent + q.ring_timeout + ANSWER_MARGIN_S + confirm + JOIN_TIMEOUT_S + RESERVE_MARGIN_S
+
+
+def agent_first_seconds(q: QueueConfig) -> float:
+    """Longest agent-first attempt: the member rings and hears the whisper, the customer
+    rings and hears the "press 1" round."""
+    confirm = PROMPT_ALLOWANCE_S + q.confirm_timeout
+    return 2 * q.ring_timeout + AGENT_WHISPER_S + confirm + ANSWER_MARGIN_S
 
 
 @dataclass(slots=True)
@@ -413,13 +424,18 @@ class AttemptRunner:
             return Outcome.CONNECTED, "queued/agent-not-seen"
 
     async def _agent_first(self, a: Attempt) -> tuple[Outcome, str]:
-        """Ring the reserved member, whisper the number, then the dialplan dials the customer.
+        """Ring the reserved member, whisper, then the dialplan dials and confirms the customer.
 
-        The member's call runs ``[<agent_context>]`` (extensions_callback.conf): Asterisk's own
-        Dial bridges the two legs, so a restart of the service never cuts a call. We follow
-        it over AMI: DialEnd ANSWER is connected; any other dial status is the customer's
-        outcome (the dialplan plays a busy or congestion tone to the agent for 1 s and hangs
-        up); the member's leg ending before any DialEnd means the agent did not answer.
+        The member's call runs ``[<agent_context>]`` (extensions_callback.conf): a beep, the
+        whisper ("callback" and the reason, as ``[callback-whisper]`` plays it in
+        customer-first) and the customer's number, then Asterisk's own Dial, whose ``U()``
+        gosub plays the customer the same "press 1" as customer-first before the bridge; a
+        restart of the service never cuts a call. We follow it over AMI on the member's
+        channel: BridgeEnter (only after a 1) is connected; DialEnd CONTINUE is answered and
+        not confirmed (a machine); DialEnd ANSWER then the member's Hangup without a bridge is
+        a customer who hung up during the "press 1"; any other dial status is the customer's
+        outcome (the dialplan gives the agent 1 s of busy or congestion tone, then hangs up);
+        the member's leg ending before any DialEnd means the agent did not answer.
         """
         q = a.queue
         res = a.reservation
@@ -447,6 +463,13 @@ class AttemptRunner:
                     "CB_NUMBER": a.cb.number.lstrip("+"),
                     "CB_RING": str(q.ring_timeout),
                     "CB_CALLERID": q.caller_id,
+                    "CB_WHISPER": whisper_files(
+                        q.prompts["whisper"], parse_reasons(q.reasons), a.cb.reason
+                    ),
+                    "CB_CONFIRM": playback_files(
+                        (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
+                    ),
+                    "CB_CONFIRM_WAIT": str(q.confirm_timeout),
                 },
                 dialplan=(q.agent_context, q.name, 1),
             )
@@ -457,24 +480,32 @@ class AttemptRunner:
             return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
         a.state = AttemptState.RINGING
         try:
-            async with asyncio.timeout(2 * q.ring_timeout + AGENT_WHISPER_S + ANSWER_MARGIN_S):
+            async with asyncio.timeout(agent_first_seconds(q)):
                 while True:
                     item = await a.events.get()
+                    if isinstance(item, QueueSeen) and item.event == "BridgeEnter":
+                        # Dial bridges the member only with a customer who pressed 1
+                        a.state = AttemptState.CONNECTING
+                        a.answered = True  # not a.confirmed: that means "into the queue"
+                        await self._release(a, "connected")
+                        return Outcome.CONNECTED, "agent_first/bridged"
                     if isinstance(item, QueueSeen) and item.event == "DialEnd":
-                        a.answered = True  # the agent answered and heard the whisper
-                        if item.status == "ANSWER":
-                            a.state = AttemptState.CONNECTING
-                            await self._release(a, "connected")
-                            return Outcome.CONNECTED, "agent_first/bridged"
                         a.dialstatus = item.status
+                        if item.status == "ANSWER":  # the "press 1" is over: a 1, or a hangup
+                            a.state = AttemptState.ANSWERED
+                            a.answered = True
+                            continue
                         outcome = outcomes.classify(
                             dialstatus=item.status, cause=None, answered=False,
                             confirmed=False, technology=a.technology,
                         )  # fmt: skip
+                        if outcome is Outcome.NOT_CONFIRMED:
+                            return outcome, "agent_first/not-confirmed"
                         return outcome, f"agent_first/{item.status}"
                     if isinstance(item, QueueSeen) and item.event == "Hangup":
-                        why = "agent-hung-up" if a.answered else "agent-no-answer"
-                        return Outcome.ERROR, f"agent_first/{why}"
+                        if a.answered:  # answered, then gone during the "press 1"
+                            return Outcome.HANGUP, "agent_first/hangup-before-confirm"
+                        return Outcome.ERROR, "agent_first/agent-no-answer"
                     if isinstance(item, ChannelLost):
                         return Outcome.ERROR, "agent_first/lost"
                     if isinstance(item, LeaseLost):
