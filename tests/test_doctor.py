@@ -217,6 +217,26 @@ async def test_connect_context_that_does_not_exist_fails_naming_the_key(
     assert "dialplan.support@callback-return" not in found
 
 
+async def test_agent_first_queue_needs_the_agent_context_and_the_customer_confirm(
+    sim: SimAsterisk, redis_url: str
+) -> None:
+    queues = {"support": {"dialing_mode": "agent_first"}}
+    found = by_check(await doctor(sim, redis_url, queues=queues))
+    assert found["dialplan.support@callback-agent-first"].status is Status.PASS
+    assert found["dialplan.s@callback-agent-confirm"].status is Status.PASS
+    assert "dialplan.s@callback-agent-confirm" not in by_check(await doctor(sim, redis_url))
+    # a kit from before the customer's "press 1" in agent-first
+    old_kit = KIT[: KIT.index("\n[callback-agent-confirm]\n")]
+    async with SimAsterisk(time_scale=0.05, dialplan=old_kit) as old:
+        old.add_queue("support", ["agent1"])
+        missing = failures(await doctor(old, redis_url, queues=queues))
+    confirm = missing["dialplan.s@callback-agent-confirm"]
+    assert confirm.status is Status.FAIL
+    assert confirm.detail == "Did not find context callback-agent-confirm"
+    assert "extensions_callback.conf" in confirm.fix
+    assert "dialplan.support@callback-agent-first" not in missing
+
+
 async def test_dialplan_without_the_kit_fails_every_context(redis_url: str) -> None:
     async with SimAsterisk(time_scale=0.05) as bare:
         bare.queues.add_queue("support", ["agent1"])  # queues.conf only, no dialplan kit

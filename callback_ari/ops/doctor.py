@@ -40,6 +40,7 @@ RESERVE_PROBE = "Local/callback-ari-check@invalid"  # a member no queue has: unp
 KIT_QUEUE_CONTEXT = "callback-queue"
 KIT_OFFER_CONTEXT = "callback-offer"
 KIT_EXIT_CONTEXT = "callback-exit"
+KIT_AGENT_CONFIRM_CONTEXT = "callback-agent-confirm"  # agent-first: Dial's U() "press 1"
 MIN_ASTERISK = 21  # Asterisk 21 dropped Queue()'s macro argument; the kit passes position 9th
 DEFAULT_LANGUAGE = "en"  # asterisk.conf defaultlanguage, what a channel has unless set
 # Files Asterisk's say-number and say-digits use for the read-back and the wait estimate.
@@ -313,6 +314,7 @@ class Doctor:
             wanted.setdefault((q.connect_context, q.name), []).append("connect_context")
             if q.dialing_mode == "agent_first":
                 wanted.setdefault((q.agent_context, q.name), []).append("agent_context")
+                wanted.setdefault((KIT_AGENT_CONFIRM_CONTEXT, "s"), [])
         where = (
             "/etc/asterisk/extensions_custom.conf (FreePBX rewrites extensions.conf and "
             "extensions_additional.conf), then `fwconsole reload`"
