@@ -21,8 +21,9 @@ The model, and where it simplifies:
   is held while the customer is rung and presses 1, then ``queue_connect_s`` until app_queue
   rings them for the customer, who waits ``confirm_s + queue_connect_s`` after answering.
   agent_first: the agent is held for ``agent_setup_s`` (answering, the whisper), then while
-  the customer is rung (``answer_delay_s - confirm_s``: nobody presses 1), or ``fail_delay_s
-  + release_s`` when the customer does not answer; the customer waits 0 s after answering.
+  the customer is rung and presses 1 (``answer_delay_s``: the dialplan plays the same "press
+  1" before the bridge), or ``fail_delay_s + release_s`` when the customer does not answer or
+  confirm; the customer waits ``confirm_s`` after answering (the prompt and their key).
 - After a call the agent spends ``wrapup_s`` in wrap-up. Arrivals stop after ``hours``; the
   run continues until every caller and callback is finished.
 - Each caller's random draws are made at arrival from one stream, so every threshold sees
@@ -309,7 +310,7 @@ class QueueModel:
                 self._to_connect.append(self.now - cb.created_s)
                 agent_first = self.p.dialing_mode == "agent_first"
                 self._customer_waits.append(
-                    0.0 if agent_first else self.p.confirm_s + self.p.queue_connect_s
+                    self.p.confirm_s if agent_first else self.p.confirm_s + self.p.queue_connect_s
                 )
             self._start_call(cb.caller)
         elif cb.attempts < self.p.max_attempts:
@@ -372,7 +373,7 @@ class QueueModel:
         answered = cb.caller.answer_u[cb.attempts - 1] < self.p.answer_probability
         p = self.p
         if p.dialing_mode == "agent_first":
-            ring = p.answer_delay_s - p.confirm_s if answered else p.fail_delay_s + p.release_s
+            ring = p.answer_delay_s if answered else p.fail_delay_s + p.release_s
             delay = p.agent_setup_s + ring
         else:
             delay = p.answer_delay_s + p.queue_connect_s if answered else p.fail_delay_s
