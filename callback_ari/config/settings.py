@@ -404,7 +404,8 @@ class QueueConfig:
     agent_context: str = setting(
         "callback-agent-first", CONTEXT,
         "Context the agent's call runs in with dialing_mode = agent_first (whisper, then Dial "
-        "of the customer); see [callback-agent-first] in extensions_callback.conf.",
+        "of the customer, who must press 1 before the bridge); see [callback-agent-first] and "
+        "[callback-agent-confirm] in extensions_callback.conf.",
     )  # fmt: skip
     queue_priority: int = setting(
         10, integer(0, 2_147_483_647), "QUEUE_PRIO a confirmed callback joins the queue with."
@@ -427,8 +428,9 @@ class QueueConfig:
     dialing_mode: str = setting(
         "customer_first", check.dialing_mode,
         "customer_first: ring the customer, hear them press 1, then join the queue at the "
-        "head. agent_first: reserve a ready member, ring them, whisper the customer's number, "
-        "then dial the customer and bridge the two (the agent's call runs agent_context).",
+        "head. agent_first: reserve a ready member, ring them, whisper the reason and the "
+        "customer's number, then dial the customer and bridge the two once the customer "
+        "pressed 1 (the agent's call runs agent_context).",
     )  # fmt: skip
     announce_wait: bool = setting(
         True, boolean,
