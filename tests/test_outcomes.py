@@ -180,6 +180,7 @@ def test_agent_first_continue_is_answered_and_not_confirmed() -> None:
     Asterisk 22 reports DialEnd DialStatus CONTINUE (recorded on the sandbox PBX)."""
     assert _unanswered("CONTINUE", None, "Local") is Outcome.NOT_CONFIRMED
     assert _unanswered("continue", None) is Outcome.NOT_CONFIRMED
+    assert _unanswered("ABORT", None, "Local") is Outcome.NOT_CONFIRMED  # the agent hung up too
 
 
 def test_describe_reads_like_the_record() -> None:

@@ -21,13 +21,14 @@ Agent-first (``[callback-agent-first]``): Dial's ``U()`` gosub plays the "press 
 answered customer before the bridge and, without a 1, sets ``GOSUB_RESULT=CONTINUE``. Asterisk
 22 then hangs the customer up and reports AMI ``DialEnd`` with ``DialStatus: CONTINUE`` (the
 agent's ``DIALSTATUS`` variable stays ``ANSWER``; recorded on the sandbox PBX), so CONTINUE
-means answered and not confirmed. (``ABORT`` would hang the agent up too, without a word.)
+means answered and not confirmed. ``ABORT`` (DialEnd ``ABORT``; it hangs the agent up too,
+without a word, so the kit does not use it) means the same.
 
 Rules, in order:
 
-1. Answered (``answered`` or dialstatus ANSWER or CONTINUE): ``confirmed`` -> connected; otherwise
-   ``cause is None`` (the call is still up: nobody pressed 1 before the confirm timeout, so we
-   end it) -> not_confirmed; a cause (the far end hung up first) -> hangup.
+1. Answered (``answered`` or dialstatus ANSWER, CONTINUE or ABORT): ``confirmed`` -> connected;
+   otherwise ``cause is None`` (the call is still up: nobody pressed 1 before the confirm
+   timeout, so we end it) -> not_confirmed; a cause (the far end hung up first) -> hangup.
 2. A dial status that says it all: BUSY -> busy; NOANSWER, CANCEL -> no_answer;
    DONTCALL, TORTURE (privacy manager refusals) -> rejected; INVALIDARGS -> error (our dial
    string is wrong).
@@ -130,7 +131,7 @@ _BY_DIALSTATUS: MappingProxyType[str, Outcome] = MappingProxyType(
 )
 
 NORMAL_CLEARING = 16
-_ANSWERED = frozenset({"ANSWER", "CONTINUE"})  # CONTINUE: agent-first, answered, no "1"
+_ANSWERED = frozenset({"ANSWER", "CONTINUE", "ABORT"})  # agent-first U(): answered, no "1"
 _GENERIC_DIALSTATUS = frozenset({"CONGESTION", "CHANUNAVAIL"})
 
 
