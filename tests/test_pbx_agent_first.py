@@ -156,9 +156,10 @@ async def test_agent_first_machine_is_not_connected_releases_the_agent_and_is_re
 async def test_agent_first_customer_hanging_up_during_press_1_is_not_connected(
     pbx: Harness, sandbox: Sandbox, redis_url: str
 ) -> None:
-    """The customer answers and hangs up before pressing 1: Asterisk still reports DialEnd
-    ANSWER (the gosub ended), but the agent's call never enters the bridge and ends at once;
-    the attempt is a hangup, not connected."""
+    """The customer answers and hangs up before pressing 1: Dial never bridges the agent to
+    the dead channel (the gosub's GOSUB_RESULT=CONTINUE stands unless a 1 clears it; without
+    it Asterisk 22 bridged the agent, BridgeEnter and all, in 3 runs of 6), the agent hears
+    1 s of tone and is released, and the attempt is not connected."""
     await pbx.set_global("AGENT_TALK", "60")
     await pbx.device("agent2", "INUSE")
     config, _ = service_config(sandbox, redis_url, dialing_mode="agent_first", max_attempts="1")
@@ -174,9 +175,13 @@ async def test_agent_first_customer_hanging_up_during_press_1_is_not_connected(
                 cb = await settled(store, cb.id)
     finally:
         await client.aclose()
-    assert end["DialStatus"] == "ANSWER"
+    assert end["DialStatus"] == "CONTINUE"
     assert not [
         m for m in pbx.ami_events("BridgeEnter", since=mark) if m.get("Uniqueid") == agent_leg
     ]
+    assert any(
+        m.get("Uniqueid") == agent_leg and m.get("Application") == "PlayTones"
+        for m in pbx.ami_events("Newexten", since=mark)
+    ), "the agent did not hear the tone"
     assert float(gone["_t"]) - float(end["_t"]) < 2.0
-    assert (cb.state, cb.last_outcome) == (State.FAILED, "hangup")
+    assert (cb.state, cb.last_outcome) == (State.FAILED, "not_confirmed")

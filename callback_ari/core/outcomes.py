@@ -18,11 +18,13 @@ invalid extension     no Dial at all       0 Unknown        0 Unknown        rej
 The caller passes the most telling cause (a non-zero one from either half if there is one).
 
 Agent-first (``[callback-agent-first]``): Dial's ``U()`` gosub plays the "press 1" to the
-answered customer before the bridge and, without a 1, sets ``GOSUB_RESULT=CONTINUE``. Asterisk
-22 then hangs the customer up and reports AMI ``DialEnd`` with ``DialStatus: CONTINUE`` (the
-agent's ``DIALSTATUS`` variable stays ``ANSWER``; recorded on the sandbox PBX), so CONTINUE
-means answered and not confirmed. ``ABORT`` (DialEnd ``ABORT``; it hangs the agent up too,
-without a word, so the kit does not use it) means the same.
+answered customer before the bridge and, without a 1, leaves ``GOSUB_RESULT=CONTINUE``.
+Asterisk 22 then hangs the customer up and reports AMI ``DialEnd`` with ``DialStatus:
+CONTINUE`` (the agent's ``DIALSTATUS`` variable stays ``ANSWER``; recorded on the sandbox PBX),
+so CONTINUE means answered and not confirmed; a customer who hung up during the prompt gives
+the same DialEnd, so agent-first counts them not_confirmed too, not hangup. ``ABORT``
+(DialEnd ``ABORT``; it hangs the agent up too, without a word, so the kit does not use it)
+means the same.
 
 Rules, in order:
 

@@ -432,8 +432,9 @@ class AttemptRunner:
         gosub plays the customer the same "press 1" as customer-first before the bridge; a
         restart of the service never cuts a call. We follow it over AMI on the member's
         channel: BridgeEnter (only after a 1) is connected; DialEnd CONTINUE is answered and
-        not confirmed (a machine); DialEnd ANSWER then the member's Hangup without a bridge is
-        a customer who hung up during the "press 1"; any other dial status is the customer's
+        not confirmed (a machine, or a customer who hung up during the "press 1"); DialEnd
+        ANSWER then the member's Hangup without a bridge (a kit whose confirm gosub lets Dial
+        bridge a customer who hung up) is a hangup; any other dial status is the customer's
         outcome (the dialplan gives the agent 1 s of busy or congestion tone, then hangs up);
         the member's leg ending before any DialEnd means the agent did not answer.
         """
