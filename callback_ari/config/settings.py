@@ -128,6 +128,18 @@ class GeneralConfig:
         "Longest an offer dialogue with a caller may last (seconds) before the caller is "
         "returned to the queue.",
     )  # fmt: skip
+    recording_retention: int = setting(
+        0, integer(0, 30 * 86400),
+        "Seconds a caller's recorded message (record_message) is kept after its callback "
+        "became final (connected, failed, cancelled, expired); 0 = delete it at the next "
+        "sweep (every 5 s). A sweep also deletes recordings whose callback is gone.",
+    )  # fmt: skip
+    recording_dir: str = setting(
+        "/var/spool/asterisk/recording",
+        name(r"/[A-Za-z0-9_./-]*", "an absolute path (letters, digits, _ . / -)"),
+        "Asterisk's directory of ARI stored recordings (astspooldir/recording): the agent's "
+        "whisper plays the recorded message from there, and check verifies it.",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +465,18 @@ class QueueConfig:
         "the bridge (prompt_whisper, then the reason). Empty = no menu.",
         example="1:billing, 2:technical, 3:other",
     )  # fmt: skip
+    record_message: int = setting(
+        0, integer(0, 300),
+        "After the number (and the reason) is confirmed and the callback booked, record a "
+        "message of at most N seconds (0 = off): the caller hears prompt_record_intro, a beep, "
+        "and # or silence (record_silence) ends it; hanging up keeps it. The agent hears it in "
+        "the whisper (after prompt_whisper and the reason); it is deleted after the callback "
+        "(recording_retention). The ARI offer records; the FastAGI offer does not.",
+    )  # fmt: skip
+    record_silence: int = setting(
+        4, integer(0, 60),
+        "Seconds of silence that end a recorded message (0 = silence does not end it).",
+    )  # fmt: skip
     on_abandon: str = setting(
         "off", choice("off", "callback"),
         "callback: a caller who hangs up while holding, after at least abandon_min_hold "
@@ -479,7 +503,11 @@ class QueueConfig:
         """Prompts this queue's settings never play (their sounds need not exist)."""
         unused = set()
         if not self.reasons:
-            unused |= {"reason_for", "reason_press", "whisper"}
+            unused |= {"reason_for", "reason_press"}
+        if not self.reasons and not self.record_message:
+            unused.add("whisper")
+        if not self.record_message:
+            unused.add("record_intro")
         if not self.announce_position:
             unused |= {"position", "position_first"}
         return frozenset(unused)

@@ -29,6 +29,7 @@ from callback_ari.core.hours import BusinessHours
 from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
+from callback_ari.service import recordings
 from callback_ari.service.abandon import AbandonFollowUp
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
@@ -235,6 +236,12 @@ class Service:
         assert self.store is not None
         cfg = self.config
         tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
+        if recordings.wanted(cfg) and self.ari is not None:
+            sweeper = recordings.RecordingSweeper(
+                ari=self.ari, store=self.store, clock=self.clock,
+                retention_s=cfg.general.recording_retention,
+            )  # fmt: skip
+            tasks.append(sweeper.run())
         if cfg.agi.enabled:
             offers = AgiOffers(
                 store=self.store,

@@ -78,6 +78,7 @@ FIELDS: dict[str, str] = {
     "lo": "lease_owner (current or last attempt)", "le": "lease_expires_ms (0 unless dialing)",
     "u": "updated_ms", "pr": "priority (seconds of boost)", "or": "origin", "po": "position",
     "rs": "reason (the caller's pick from the reason menu; absent when none)",
+    "rc": "recording (name of the caller's recorded message in ARI's stored recordings)",
 }  # fmt: skip
 REQUIRED_FIELDS: tuple[str, ...] = ("q", "n", "j", "c", "s", "a")
 INT_FIELDS: tuple[str, ...] = ("j", "c", "a", "na", "le", "u", "pr", "po")

@@ -64,6 +64,7 @@ def decode_record(key: str, cb_id: str, fields: Mapping[Any, Any] | str) -> Call
             origin=Origin(h.get("or", Origin.PHONE.value)),
             position=ints["po"],
             reason=h.get("rs", ""),
+            recording=h.get("rc", ""),
         )
     except KeyError as exc:
         raise CorruptRecord(key, f"missing field {exc.args[0]}") from None
@@ -453,6 +454,22 @@ return 1
 """
 )
 
+SET_RECORDING = (
+    _COMMON
+    + r"""
+-- The caller's recorded message belongs to the callback: keep its name on the record and say
+-- so in the audit stream (from = to: no transition). Idempotent.
+-- ARGV: 5 id, 6 recording name. Reply: 1 set, 0 no such record.
+local id, name = ARGV[5], ARGV[6]
+local h = load(id)
+if not h then return 0 end
+if h.rc == name then return 1 end
+redis.call('HSET', kcb(id), 'rc', name)
+audit(id, h.q, h.s, h.s, '', '', h.a, {'recording', name})
+return 1
+"""
+)
+
 FIND_LIVE = (
     _COMMON
     + r"""
@@ -532,7 +549,7 @@ return {out, reports}
 SCRIPTS: dict[str, str] = {
     "enqueue": ENQUEUE, "claim": CLAIM, "record_outcome": RECORD, "cancel": CANCEL,
     "expire": EXPIRE, "reclaim": RECLAIM, "renew": RENEW, "find_live": FIND_LIVE, "list": LIST,
-    "counts": COUNTS,
+    "counts": COUNTS, "set_recording": SET_RECORDING,
 }  # fmt: skip
 
 # Compare-and-swap of one member-reservation key (keys.MEMBER_KEYS), outside SCRIPTS: it needs
