@@ -33,6 +33,8 @@ from callback_ari.core.recordings import (
     recording_path,
 )
 from callback_ari.models import Origin, State
+from callback_ari.ops.api_schema import callback_view
+from callback_ari.ops.reports import parse_audit
 from callback_ari.service.recordings import RecordingSweeper
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from callback_ari.store.store import CallbackStore
@@ -224,5 +226,22 @@ async def test_sweep_deletes_ours_once_final_for_the_retention_or_gone(
         await store.cancel(live, "test")
         del recordings[recording_name(live)]
         assert await sweeper.sweep_once() == []
+    finally:
+        await client.aclose()
+
+
+async def test_api_show_and_history_name_the_recording(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    store = CallbackStore(client, prefix="showtest", clock=ManualClock())
+    try:
+        cb_id = await _callback(store, "5551230004")
+        await store.set_recording(cb_id, recording_name(cb_id))
+        cb = await store.get(cb_id)
+        assert callback_view(cb)["recording"] == f"callback-{cb_id}"
+        history = [t for t in parse_audit(await store.audit()) if t.callback_id == cb_id]
+        assert [t.event for t in history] == ["created", "recording"]
+        assert history[1].as_dict()["recording"] == f"callback-{cb_id}"
+        # the recording entry is no transition: reports count the callback once, finish nothing
+        assert "recording" not in history[0].as_dict()
     finally:
         await client.aclose()

@@ -201,6 +201,7 @@ def _record(cb: Callback, unmasked: bool) -> dict[str, Any]:
         "last_cause": cb.last_cause,
         "origin": cb.origin.value,
         "reason": cb.reason,
+        "recording": cb.recording,
         "priority": cb.priority,
         "join_time_ms": cb.join_time_ms,
         "created_ms": cb.created_ms,

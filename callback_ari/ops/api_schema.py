@@ -247,6 +247,7 @@ def callback_view(cb: Callback) -> dict[str, Any]:
         "last_cause": cb.last_cause or None,
         "origin": cb.origin.value,
         "reason": cb.reason,
+        "recording": cb.recording or None,
         "priority": cb.priority,
         "created_at": iso_ms(cb.created_ms),
         "join_time": iso_ms(cb.join_time_ms),
@@ -277,6 +278,7 @@ class PendingView(TypedDict):
     next_attempt_at: str | None  # ISO-8601 UTC; None = as soon as a member is ready
     origin: str  # phone, agi, web, abandon
     reason: str  # the caller's pick from the reason menu ("" = none)
+    recording: str | None  # the caller's recorded message (stored recording name), if any
 
 
 class OutcomeView(TypedDict):
@@ -402,6 +404,7 @@ def status_doc(
                 ),
                 "origin": cb.origin.value,
                 "reason": cb.reason,
+                "recording": cb.recording or None,
             }
             for cb in held.pending
         ]

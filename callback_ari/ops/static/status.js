@@ -287,7 +287,8 @@
       q.pending.map((p) => [
         text("td", p.id), text("td", p.number), text("td", p.state.replace("_", " ")),
         text("td", p.attempts), text("td", when(p.next_attempt_at, now)),
-        text("td", p.reason || "-"), text("td", p.origin),
+        text("td", (p.reason || "-") + (p.recording ? " + message" : "")),
+        text("td", p.origin),
       ]),
       7, "No callbacks are waiting.",
     );
