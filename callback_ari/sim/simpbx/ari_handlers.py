@@ -319,6 +319,8 @@ class Handlers:
     def record(self, pv: Mapping[str, str], p: Params) -> Reply:
         """POST /record: 201 + the LiveRecording; it ends on its own (events)."""
         ch = self.pbx.control_up(pv["channelId"])
+        if not self.pbx.recording_dir:
+            raise AriFailure(500, "Internal Server Error", "Internal Server Error")
         rec = self.pbx.media.record(
             ch, str(p["name"]), str(p["format"]), _int(p, "maxDurationSeconds", 0),
             _str(p, "terminateOn") or "none", _str(p, "ifExists") or "fail",
@@ -327,6 +329,8 @@ class Handlers:
 
     def list_recordings(self, pv: Mapping[str, str], p: Params) -> Reply:
         """GET /recordings/stored."""
+        if not self.pbx.recording_dir:
+            raise AriFailure(500, "Internal Server Error", "Allocation failed")
         stored = self.pbx.stored_recordings
         return Reply(200, [{"name": n, "format": f} for n, f in sorted(stored.items())])
 

@@ -122,6 +122,9 @@ class Pbx:
         self.playbacks: dict[str, Playback] = {}
         self.bridges: dict[str, Bridge] = {}
         self.stored_recordings: dict[str, str] = {}  # name -> format (ARI stored recordings)
+        # False: astspooldir/recording is missing, as on a fresh Debian install; Asterisk 22
+        # then answers 500 to listing and to recording
+        self.recording_dir = True
         self.globals: dict[str, str] = {}
         self.ami_listeners: list[AmiListener] = []
         self.ami_log: list[tuple[str, list[tuple[str, str]]]] = []
