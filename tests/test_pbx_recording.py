@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from callback_ari.config.loader import parse_config
 from callback_ari.models import State
+from callback_ari.ops.doctor import run_checks
 from callback_ari.sim.sandbox import Harness, Sandbox, SandboxError
 from tests.harness import REPO, running_service, store_for, wait_for_callback
 from tests.test_pbx_abandon import PREFIX, QUEUE, sandbox_config
@@ -213,3 +215,28 @@ async def test_caller_hanging_up_while_recording_keeps_callback_and_message(
             assert await stored(pbx, cb.recording)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+async def test_check_finds_every_issue_16_prompt_and_the_recordings_directory(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, language: str
+) -> None:
+    """Reasons, position, the wait and the recorded message, in en and in es: every prompt
+    they play exists on the real PBX (es has no "for": its menu says "<reason>, presione N"),
+    and Asterisk lists its stored recordings from a directory it may write to."""
+    queue = {"language": language, "reasons": REASONS, "record_message": "20",
+             "announce_position": "yes"}  # fmt: skip
+    spool = sandbox.facts()["CBPBX_SPOOL"]
+    text = sandbox.service_config(
+        redis_url, queue=queue, general={"recording_dir": f"{spool}/recording"}
+    )
+    config = parse_config(text, env={})
+    assert config.queues["support"].prompts["reason_for"] == (
+        () if language == "es" else ("sound:for",)
+    )
+    found = {f.check: f for f in await run_checks(config)}
+    prompts = found["ari.prompts"]
+    assert prompts.status == "pass", prompts.detail
+    assert prompts.detail.endswith(f"present in {language}")
+    assert found["ari.recordings"].status == "pass", found["ari.recordings"].detail
+    assert found["ari.recordings.dir"].status == "pass", found["ari.recordings.dir"].detail

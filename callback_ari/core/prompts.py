@@ -105,6 +105,8 @@ LANGUAGE_PROMPTS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType
                 "confirm_number": ("sound:vm-press", "sound:digits/1", "sound:vm-calldiffnum"),
                 "stored": ("sound:auth-thankyou",),  # "Gracias"
                 "sorry_error": ("sound:vm-sorry",),
+                # no "for" in es: the menu says "<reason>, presione <digit>"
+                "reason_for": (),
             }
         ),
     }
