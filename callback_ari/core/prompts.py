@@ -67,7 +67,8 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("record_intro", ("sound:vm-intro",),
            'With record_message, after booking: "Please leave your message after the tone. '
            'When done, hang up or press the pound key." (record "After the tone, say your name '
-           'and why you called, then press pound"). A key skips it: # skips the recording.'),
+           'and why you called, then press pound"). # during it skips the message, another '
+           'key starts recording at once.'),
     Prompt("returning_to_queue", ("sound:queue-thankyou",),
            '"Thank you for your patience." The caller goes back to the queue, keeping their '
            "place."),
