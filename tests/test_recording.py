@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import ManualClock
+from callback_ari.config.loader import parse_config
 from callback_ari.core.offer import (
     CancelTimer,
     Digit,
@@ -243,5 +244,30 @@ async def test_api_show_and_history_name_the_recording(redis_url: str) -> None:
         assert history[1].as_dict()["recording"] == f"callback-{cb_id}"
         # the recording entry is no transition: reports count the callback once, finish nothing
         assert "recording" not in history[0].as_dict()
+    finally:
+        await client.aclose()
+
+
+async def test_a_reload_switches_the_sweep_and_its_retention(
+    redis_url: str, ari_sim: tuple[SimAsterisk, AriClient]
+) -> None:
+    sim, ari = ari_sim
+    clock = ManualClock()
+    client = aioredis.Redis.from_url(redis_url)
+    store = CallbackStore(client, prefix="reloadtest", clock=clock)
+    try:
+        done = await _callback(store, "5551230005")
+        await store.cancel(done, "test")
+        sim.pbx.stored_recordings[recording_name(done)] = "wav"
+        sweeper = RecordingSweeper(ari=ari, store=store, clock=clock, retention_s=0)
+        base = "[ari]\npassword = x\n[ami]\nsecret = x\n[queue:support]\n"
+        sweeper.reconfigure(parse_config(base, env={}))
+        assert not sweeper.enabled  # no queue records: no directory is needed, none swept
+        text = base.replace("[ari]", "[general]\nrecording_retention = 600\n[ari]")
+        sweeper.reconfigure(parse_config(text + "record_message = 30\n", env={}))
+        assert sweeper.enabled
+        assert await sweeper.sweep_once() == []  # 600 s now
+        clock.advance(600)
+        assert await sweeper.sweep_once() == [recording_name(done)]
     finally:
         await client.aclose()

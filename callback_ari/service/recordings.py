@@ -5,7 +5,9 @@ A recorded message lives as an ARI stored recording named after its callback
 recordings and deletes ours whose callback became final (connected, failed, cancelled,
 expired) at least ``recording_retention`` seconds ago, or is gone from the store. Because it
 works from what Asterisk holds, not from what the service remembers, it also removes what a
-crashed run left behind. Other applications' recordings are never touched.
+crashed run left behind. Other applications' recordings are never touched. It sweeps only
+while a queue has ``record_message`` (a reload may switch that and the retention): without it
+an installation need not have a recordings directory at all.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ SWEEP_INTERVAL_S = 5.0
 
 
 def wanted(config: Config) -> bool:
-    """Whether any queue records messages (the sweeper runs only then)."""
+    """Whether any queue records messages (the sweeper sweeps only then)."""
     return any(q.record_message > 0 for q in config.queues.values())
 
 
@@ -49,14 +51,21 @@ class RecordingSweeper:
         self._store = store
         self._clock = clock
         self._retention_s = retention_s
+        self.enabled = True
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: the retention, and whether any queue still records."""
+        self._retention_s = config.general.recording_retention
+        self.enabled = wanted(config)
 
     async def run(self) -> None:
         """Sweep until cancelled; a failed sweep is logged and tried again."""
         while True:
-            try:
-                await self.sweep_once()
-            except (AriError, StoreError) as exc:
-                log.warning("recording.sweep_failed", error=str(exc))
+            if self.enabled:
+                try:
+                    await self.sweep_once()
+                except (AriError, StoreError) as exc:
+                    log.warning("recording.sweep_failed", error=str(exc))
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def sweep_once(self) -> builtins.list[str]:

@@ -236,11 +236,13 @@ class Service:
         assert self.store is not None
         cfg = self.config
         tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
-        if recordings.wanted(cfg) and self.ari is not None:
+        if self.ari is not None:
             sweeper = recordings.RecordingSweeper(
                 ari=self.ari, store=self.store, clock=self.clock,
                 retention_s=cfg.general.recording_retention,
             )  # fmt: skip
+            sweeper.reconfigure(cfg)
+            self.on_reload(sweeper.reconfigure)
             tasks.append(sweeper.run())
         if cfg.agi.enabled:
             offers = AgiOffers(
