@@ -36,6 +36,7 @@ from callback_ari.core.recordings import (
 from callback_ari.models import Origin, State
 from callback_ari.ops.api_schema import callback_view
 from callback_ari.ops.reports import parse_audit
+from callback_ari.service.intake import offer_settings
 from callback_ari.service.recordings import RecordingSweeper
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from callback_ari.store.store import CallbackStore
@@ -271,3 +272,13 @@ async def test_a_reload_switches_the_sweep_and_its_retention(
         assert await sweeper.sweep_once() == [recording_name(done)]
     finally:
         await client.aclose()
+
+
+def test_only_the_ari_offer_asks_for_a_message() -> None:
+    text = "[ari]\npassword = x\n[ami]\nsecret = x\n[queue:support]\nrecord_message = 30\n"
+    q = parse_config(text, env={}).queues["support"]
+    assert offer_settings(q).record_s == 30  # ARI: POST /channels/{id}/record
+    assert offer_settings(q, records=False).record_s == 0  # FastAGI: booked without one
+    assert "record_intro" not in q.unused_prompts()
+    plain = parse_config(text.replace("record_message = 30\n", ""), env={}).queues["support"]
+    assert {"record_intro", "whisper"} <= plain.unused_prompts()
