@@ -137,8 +137,10 @@ class GeneralConfig:
     recording_dir: str = setting(
         "/var/spool/asterisk/recording",
         name(r"/[A-Za-z0-9_./-]*", "an absolute path (letters, digits, _ . / -)"),
-        "Asterisk's directory of ARI stored recordings (astspooldir/recording): the agent's "
-        "whisper plays the recorded message from there, and check verifies it.",
+        "Asterisk's directory of ARI stored recordings (astspooldir/recording) as seen from "
+        "this host: when the service runs on the Asterisk host, check verifies it exists and "
+        "Asterisk may write to it. (The whisper plays from Asterisk's own "
+        "${ASTSPOOLDIR}/recording.)",
     )  # fmt: skip
 
 

@@ -35,13 +35,6 @@ def callback_id_of(name: str) -> str | None:
     return name.removeprefix(PREFIX) if is_recording_name(name) else None
 
 
-def recording_path(directory: str, name: str) -> str:
-    """The file Asterisk's Playback() plays (no extension), under its recording directory."""
-    if not is_recording_name(name):
-        raise ValueError(f"not a recording name of ours: {name!r}")
-    return f"{directory.rstrip('/')}/{name}"
-
-
 def deletable(cb: Callback | None, now_ms: int, retention_s: int) -> bool:
     """Whether a recording may go: its callback is gone, or final for ``retention_s`` or more.
 
