@@ -21,7 +21,7 @@ from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import offer, recordings
-from callback_ari.errors import AriError, AriNotFound, StoreError
+from callback_ari.errors import AriConflict, AriError, AriNotFound, StoreError
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
@@ -127,6 +127,11 @@ class OfferSession:
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, channel_id=self.channel_id)
             await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
+        except (AriNotFound, AriConflict) as exc:
+            # 404/409 on the caller's own channel: it hung up (or left our app) before its
+            # StasisEnd reached us. Nothing to return to the queue; not an internal error.
+            log.info("offer.caller_gone", queue=q.name, channel_id=self.channel_id, error=str(exc))
+            self._ended = True
         except Exception as exc:  # any internal error: the caller goes back to the queue
             self._metrics.errors.labels("flow").inc()
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
@@ -184,7 +189,7 @@ class OfferSession:
                 self._playback = (playback_id, token)
                 try:
                     await self._ari.play(self.channel_id, media, playback_id, self._q.language)
-                except AriNotFound:
+                except (AriNotFound, AriConflict):
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
                 if self._playback is not None:
@@ -250,7 +255,7 @@ class OfferSession:
                 self.channel_id, name, fmt=recordings.FORMAT, max_duration_s=max_s,
                 max_silence_s=silence_s, beep=True, terminate_on="#",
             )  # fmt: skip
-        except AriNotFound:
+        except (AriNotFound, AriConflict):  # gone, or out of our app: as for a play
             self._todo.extend(self._machine.handle(offer.Hangup()))
             return True
         except AriError as exc:
