@@ -208,21 +208,24 @@ class Service:
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
                 # the oldest live caller leaving may lift the virtual-hold gate for a callback
                 self.watcher.on_caller_leave(lambda queue, _c: self.wake_dispatch(queue))
-                async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
-                    tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
-                    tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
-                    tg.create_task(self.watcher.run())
-                    tg.create_task(self.dispatcher.run())
-                    tg.create_task(self.reservations.run())
-                    tg.create_task(self.withdrawer.run())
-                    tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
-                    tg.create_task(self._resync.run())
-                    tg.create_task(self.trends.run(self.store))
-                    for extra in self.extra_tasks():
-                        tg.create_task(extra)
-                    self.started.set()
-                    log.info("service.started", instance=self.owner, queues=list(cfg.queues))
+                # The links outlive the workers: a worker's clean-up on shutdown (hanging up,
+                # unpausing reserved members) still reaches Asterisk.
+                async with asyncio.TaskGroup() as links:
+                    links.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
+                    links.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
+                    async with asyncio.TaskGroup() as tg:
+                        self._tg = tg
+                        tg.create_task(self.watcher.run())
+                        tg.create_task(self.dispatcher.run())
+                        tg.create_task(self.reservations.run())
+                        tg.create_task(self.withdrawer.run())
+                        tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
+                        tg.create_task(self._resync.run())
+                        tg.create_task(self.trends.run(self.store))
+                        for extra in self.extra_tasks():
+                            tg.create_task(extra)
+                        self.started.set()
+                        log.info("service.started", instance=self.owner, queues=list(cfg.queues))
         finally:
             self._tg = None
             self._resync = None
