@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 HOLD = "hold"  # the reason is "<app>:hold"
 HOLD_LOCK_MS = 15_000  # a crashed instance's pre-hold lock is gone this long after its last refresh
 REFRESH_S = 5.0  # how often a live pre-hold's lock is refreshed
+RETRY_AFTER_FAILURE_S = 30.0  # a member whose pause failed is not tried again before this
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ class PreHolds:
         self._count = 0
         self._dropped: list[PreHold] = []  # their locks are deleted by ``housekeep``
         self._refreshed = time.monotonic()
+        self._failed_at: dict[tuple[str, str], float] = {}  # no retry at every pass (no spam)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -105,9 +107,11 @@ class PreHolds:
     async def hold_busy(self, queue: str, skip: Collection[str] = ()) -> None:
         """Pre-hold every busy member of ``queue`` nobody has paused (``skip``: ours already)."""
         now = self._clock.now_ms()
+        retry_from = time.monotonic() - RETRY_AFTER_FAILURE_S
         for member in self._watcher.members(queue):
             if (
                 (queue, member.interface) in self._holds
+                or self._failed_at.get((queue, member.interface), 0.0) > retry_from
                 or member.interface in skip
                 or member.paused
                 or not member.logged_in
@@ -125,6 +129,7 @@ class PreHolds:
                 return  # another instance holds or reserves it: theirs
         except StoreError as exc:
             log.warning("prehold.failed", queue=queue, member=interface, error=str(exc))
+            self._failed_at[(queue, interface)] = time.monotonic()
             return
         self._holds[(queue, interface)] = hold  # before the pause: a sweep must see it as ours
         ami = self._ami()
@@ -134,6 +139,7 @@ class PreHolds:
             await ami.queue_pause(interface, True, queue=queue, reason=self.reason)
         except AmiError as exc:
             log.warning("prehold.failed", queue=queue, member=interface, error=str(exc))
+            self._failed_at[(queue, interface)] = time.monotonic()
             self._end(hold, "failed")
             await self._unlock(hold)
             return
