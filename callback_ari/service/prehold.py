@@ -55,6 +55,7 @@ class PreHold:
     started: float = field(default_factory=time.monotonic)
     paused: bool = False  # our QueuePause was accepted
     ended: str = ""  # why it ended; "" while held
+    theirs: str = ""  # agent_paused: the reason they paused with
 
 
 class PreHolds:
@@ -143,11 +144,24 @@ class PreHolds:
             self._end(hold, "failed")
             await self._unlock(hold)
             return
+        if hold.ended == "agent_paused":
+            await self._give_back_pause(hold)
         if hold.ended:
             return  # the agent paused, unpaused or logged out meanwhile: theirs now
         hold.paused = True
         log.info("prehold.held", queue=queue, member=interface)
         self._gauge(queue)
+
+    async def _give_back_pause(self, hold: PreHold) -> None:
+        """The agent paused just before our pause landed, which overwrote their reason: put
+        it back (app_queue has no compare-and-set pause)."""
+        ami = self._ami()
+        if ami is None:
+            return
+        try:
+            await ami.queue_pause(hold.interface, True, queue=hold.queue, reason=hold.theirs)
+        except AmiError as exc:
+            log.warning("prehold.restore_failed", member=hold.interface, error=str(exc))
 
     def convert(self, queue: str, interface: str) -> PreHold | None:
         """Hand a freed pre-held member to a claim: it stays paused and locked for it."""
@@ -226,6 +240,7 @@ class PreHolds:
             if paused and (msg.get("PausedReason") or "") == self.reason:
                 return False  # our own pause
             why = "agent_paused" if paused else "unpaused_by_other"
+            hold.theirs = msg.get("PausedReason") or ""
         self._end(hold, why)
         self._dropped.append(hold)
         return True
