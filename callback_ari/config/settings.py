@@ -496,8 +496,11 @@ class QueueConfig:
         "Reserve a ready member for the callback whose turn it is: pause it in this queue (AMI "
         "QueuePause, reason <app>:<callback id>, needs write = agent) while the customer is "
         "rung and confirms, and unpause it the moment the customer has joined the queue at the "
-        "head, so a later live caller cannot take it. no = the customer may wait for the next "
-        "member.",
+        "head, so a later live caller cannot take it. While a due callback finds no ready "
+        "member, the busy members (on a call, ringing, in wrap-up) nobody paused are pre-held: "
+        "paused with the reason <app>:hold, so app_queue cannot ring the first one to free up "
+        "for a live caller; that one is reserved for the callback and the others are unpaused "
+        "at once. no = neither: the customer may wait for the next member.",
     )  # fmt: skip
     prompts: Prompts = field(default_factory=Prompts)
 

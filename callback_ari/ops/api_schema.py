@@ -299,6 +299,13 @@ class ReservationView(TypedDict):
     deadline_s: float  # seconds left before it is released whatever happens
 
 
+class PreHoldView(TypedDict):
+    """A busy member paused while a due callback waits: the first to free up is the callback's."""
+
+    member: str  # the member's interface
+    held_s: float
+
+
 class TodayView(TypedDict):
     """Today's figures of one queue: since midnight in the queue's time zone (audit stream)."""
 
@@ -330,6 +337,7 @@ class QueueStatusView(TypedDict):
     pending: list[PendingView]
     in_flight: int
     reserved: list[ReservationView]
+    preheld: list[PreHoldView]
     last_outcomes: list[OutcomeView]
     today: NotRequired[TodayView]
     trend: NotRequired[TrendView]
@@ -378,6 +386,7 @@ def status_doc(
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
     reservations: Callable[[str], list[ReservationView]] | None = None,
+    preholds: Callable[[str], list[PreHoldView]] | None = None,
 ) -> StatusDoc:
     """The status document from live queue data and what the store holds (no I/O)."""
     queues: list[QueueStatusView] = []
@@ -416,6 +425,7 @@ def status_doc(
                 "pending": pending[:PENDING_SHOWN],
                 "in_flight": in_flight(name),
                 "reserved": reservations(name) if reservations is not None else [],
+                "preheld": preholds(name) if preholds is not None else [],
                 "last_outcomes": last_outcomes(held.finished),
             }
         )

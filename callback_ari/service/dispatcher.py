@@ -4,6 +4,8 @@ One pass per queue (``run_once``) claims as many due callbacks as there are free
 in original-join-time order, and only those that joined before the oldest caller still holding
 (virtual hold). Passes are triggered by events: a member becoming ready, a retry falling due, an
 attempt ending; a slow safety pass (>= 5 s) reclaims crashed leases and expires old callbacks.
+While a due callback finds no member, each pass pre-holds the busy ones (``prehold.py``) so the
+first to free up is the callback's, not app_queue's.
 The attempt itself (dial, "press 1", continue into the queue) lives in ``attempt.py``.
 """
 
@@ -110,6 +112,13 @@ class Dispatcher:
         if queue in self._wake:
             self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
             self._prepause(queue)
+            self._wake[queue].set()
+
+    def member_free(self, queue: str) -> None:
+        """Watcher signal: a member of ``queue`` freed up, paused or not. A pre-held one is the
+        waiting callback's: wake the queue's loop to reserve it."""
+        if queue in self._wake and self._book is not None and self._book.preholds.free(queue):
+            self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
             self._wake[queue].set()
 
     def _prepause(self, queue: str) -> None:
@@ -300,6 +309,7 @@ class Dispatcher:
             self._pass_ms[queue] = self._clock.now_ms()
             ready_since = self._ready_at.pop(queue, None)
             if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
+                await self._release_preholds(queue, "closed")
                 return 0
             ready = self._watcher.ready_members(queue)
             bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
@@ -352,7 +362,42 @@ class Dispatcher:
                 started += 1
             if book is not None:  # what the fast path pauses a member for
                 self._head[queue] = None if starved else await self._store.first_due(queue)
+                await self._prehold(queue, self._head[queue], bound)
+            else:
+                await self._release_preholds(queue, "off")
         return started
+
+    async def _prehold(self, queue: str, head: tuple[str, int] | None, bound: int | None) -> None:
+        """After a pass: pre-hold the busy members while a due callback still has none.
+
+        ``head`` is the first callback due after the pass; it lacks a member (the pass took
+        every free one it could) unless a live caller is ahead of it. Its wait is what the
+        pre-holds are for: without one, they all go back at once. Pre-held members that freed
+        up but are spoken for by our customers already in the queue (attempts holding no
+        member, as the pass counts them) go back too: app_queue rings them for those. One that
+        frees up while this pass runs stays: the watcher's signal brings the next pass for it.
+        """
+        assert self._book is not None
+        preholds = self._book.preholds
+        if head is None or (bound is not None and head[1] >= bound):
+            await preholds.release_queue(queue, "not_needed")
+            return
+        unreserved = sum(not a.holds_member for a in self._in_flight[queue].values())
+        freed = preholds.free(queue)
+        others = len(self._book.free_interfaces(queue)) - len(freed)
+        spoken_for = max(0, min(len(freed), unreserved - others))
+        if spoken_for:
+            await preholds.release_queue(queue, "not_taken", only=freed[:spoken_for])
+        ours = {r.interface for r in self._book.held(queue)} | set(
+            self._book.free_interfaces(queue)
+        )
+        await preholds.hold_busy(queue, skip=ours)
+        if preholds.free(queue):  # freed up while its pause was on its way: take it now
+            self._wake[queue].set()
+
+    async def _release_preholds(self, queue: str, why: str) -> None:
+        if self._book is not None:
+            await self._book.preholds.release_queue(queue, why)
 
     def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
         """Build the attempt and reserve its channel ids and member slot before dialling.

@@ -52,7 +52,8 @@ MEMBER_KEYS: dict[str, tuple[str, str]] = {
     "res": (
         "string",
         '"<owner>|<callback id>": the member is reserved for that callback (PX = the '
-        'reservation deadline); "<owner>|~<n>" while a claim takes it',
+        'reservation deadline); "<owner>|~<n>" while a claim takes it; "<owner>|~hold<n>" '
+        "while it is pre-held (PX 15 s, refreshed)",
     ),
 }
 

@@ -263,6 +263,9 @@
     node.querySelector(".reserved").textContent = (q.reserved || []).length
       ? (q.reserved || []).map((r) => r.member + " for " + r.callback_id).join(", ")
       : "none";
+    node.querySelector(".preheld").textContent = (q.preheld || []).length
+      ? (q.preheld || []).map((h) => h.member).join(", ")
+      : "none";
     const today = q.today || {};
     tile(node, ".t-requested", today.requested ?? "–");
     tile(node, ".t-connected", today.connected ?? "–");
