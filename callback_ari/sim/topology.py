@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from redis.asyncio import Redis
 
 from callback_ari.sim.sandbox import SCRIPT, Sandbox
 from callback_ari.sim.simpbx.redis_process import free_port
 from callback_ari.sim.simpbx.redis_sentinel import MASTER_NAME, SentinelSet
+from callback_ari.store.store import CallbackStore, connect_redis
 
 REPO = SCRIPT.parents[2]
 TEMPLATE_QUEUES = SCRIPT.parent / "etc" / "queues.conf"
@@ -342,6 +344,14 @@ class Site:
 
     def services_of(self, pbx: str) -> list[SiteService]:
         return [s for s in self.services.values() if s.plan.name == pbx]
+
+    def store(self) -> tuple[Redis, CallbackStore]:
+        """A view of the site's store on the master the Sentinels name now, for assertions.
+
+        Close the client when done. (Blocking: asks a sentinel.)
+        """
+        client = connect_redis(f"redis://127.0.0.1:{self.sentinels.current_master_port()}/0")
+        return client, CallbackStore(client, prefix=PREFIX)
 
     def start_pbx(self, plan: PbxPlan) -> None:
         """(Re)start one PBX with only its own queues (blocking: run it in a thread)."""
