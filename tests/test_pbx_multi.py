@@ -54,15 +54,22 @@ SHARED = "2025551999"  # a customer with a live callback in both queues (5551: a
 FAILOVER_ERRORS = frozenset({"callback.record_failed", "store.unavailable", "dispatch.store_error"})
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    plans = site_from_env()
+@contextlib.asynccontextmanager
+async def running_site(per_pbx: int, pbxs: int = 2, **queue: str) -> AsyncIterator[Site]:
+    """The first ``pbxs`` PBXs of CBSITE_PBXS, ``per_pbx`` services each, started."""
+    plans = site_from_env()[:pbxs]
     reason = plans[0].sandbox.unavailable()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"the real-PBX suite cannot run in CI: {reason}")
         pytest.skip(reason)
-    async with Site(plans, per_pbx=2, queue=QUEUE, general=GENERAL) as running:
+    async with Site(plans, per_pbx=per_pbx, queue={**QUEUE, **queue}, general=GENERAL) as site:
+        yield site
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    async with running_site(per_pbx=2) as running:
         yield running
 
 
@@ -254,3 +261,40 @@ async def test_two_pbxs_two_instances_each_share_capacity_fairness_and_numbers(
         f"({finished - failed_over:.1f} s after the failover); dialled by {sorted(dialers)}; "
         f"the shared number talked to one queue while dialled by the other: {talk_overlap}"
     )
+
+
+async def test_a_callback_waiting_for_an_agent_counts_once_against_capacity() -> None:
+    """Without reservations: a customer who pressed 1 and waits in the queue takes one of the
+    two ready members, not two, so the other callback's retry is dialled as soon as it is due.
+    """
+    # the retry falls due 5 s after the busy, when the other customer is waiting in the queue
+    async with running_site(per_pbx=1, pbxs=1, reserve_member="no", retry_interval="5") as site:
+        plan = site.plans[0]
+        queue, svc = plan.queues[0], site.services_of(plan.name)[0]
+        async with Harness(plan.sandbox) as h:
+            for agent in AGENTS:  # they ring and never answer: the customer waits in the queue
+                await h.db_put("cbtest/agent", agent, "noanswer")
+            retried = "2025551302"
+            await h.customer(retried, "busy", "answer")
+            # joined first (so no gate holds it back), busy at once
+            second = await book(svc, queue, retried)
+            first = await book(svc, queue, "2025551301")
+            async with asyncio.timeout(20):
+                await h.wait_ami(
+                    lambda m: (
+                        m.get("Event") == "QueueCallerJoin"
+                        and m.get("Uniqueid") == f"cb-{first}-a1"
+                    )
+                )
+                await h.wait_ami(
+                    lambda m: m.get("Event") == "Hangup" and m.get("Uniqueid") == f"cb-{second}-a1"
+                )
+            assert (await states(site))[first] == "dialing"  # waiting for an agent
+            # counted twice, the retry would wait until the first customer had an agent
+            async with asyncio.timeout(10):
+                await h.wait_ami(
+                    lambda m: (
+                        m.get("Event") == "Newchannel" and m.get("Uniqueid") == f"cb-{second}-a2"
+                    )
+                )
+            assert (await states(site))[first] == "dialing"  # still waiting: both were out
