@@ -268,7 +268,8 @@ CLAIM = (
 -- ARGV: 5 queue, 6 owner, 7 lease_ms, 8 join_before_ms ('' = no gate),
 --       9 max_dialing ('' = no cap): callbacks dialing in this queue, all instances together
 local q = ARGV[5]
-local bad = check_indexes(q, {ready = true, retry = true, sched = true, dial = true})
+local bad = check_indexes(
+  q, {ready = true, retry = true, sched = true, dial = true, answered = true})
 if bad then return {'corrupt', bad[1], bad[2]} end
 local reports = {}
 promote(q, reports)
