@@ -36,6 +36,7 @@ from callback_ari.service.attempt import (
     QueueSeen,
     reservation_seconds,
 )
+from callback_ari.service.prehold import HOLD
 from callback_ari.service.reservations import Reservation, ReservationBook
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
@@ -324,14 +325,14 @@ class Dispatcher:
                 # or whose reservation failed) will still take one of the ready members.
                 unreserved = sum(not a.holds_member for a in in_flight)
                 slots = max(0, len(book.free_interfaces(queue)) - unreserved)
-                max_dialing = None
+                # Another instance's customer waiting in the queue holds no member (it was
+                # unpaused for them): only the store's count, across instances, knows it.
+                max_dialing = ready + await self._reserved_members(queue)
             else:
                 slots = policy.dispatch_slots(ready_members=ready, in_flight=len(in_flight))
-                # Our callbacks already in the queue still hold a member; the store counts the
-                # dialing ones of every instance, so several instances together stay within
-                # `ready`.
-                connecting = sum(a.state is AttemptState.CONNECTING for a in in_flight)
-                max_dialing = ready - connecting
+                # The store counts the dialing callbacks of every instance, those continued
+                # into the queue and waiting for an agent included (dialing until AgentConnect).
+                max_dialing = ready
             starved = False  # a member was free but nothing could be claimed
             for _ in range(slots):
                 interface = await book.take(queue) if book is not None else None
@@ -398,6 +399,19 @@ class Dispatcher:
     async def _release_preholds(self, queue: str, why: str) -> None:
         if self._book is not None:
             await self._book.preholds.release_queue(queue, why)
+
+    async def _reserved_members(self, queue: str) -> int:
+        """Members any instance holds for a callback: paused in ``queue`` and locked in Redis."""
+        # A pre-hold pauses and locks a *busy* member for no callback in particular: it is not
+        # a reservation until it frees up and a claim converts it (still paused ``<app>:hold``).
+        free = self._watcher.free_interfaces(queue)
+        paused = [
+            m.interface
+            for m in self._watcher.members(queue)
+            if m.paused and (m.interface in free or not m.paused_reason.endswith(f":{HOLD}"))
+        ]
+        locks = await asyncio.gather(*(self._store.member_lock(queue, i) for i in paused))
+        return sum(lock is not None for lock in locks)
 
     def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
         """Build the attempt and reserve its channel ids and member slot before dialling.

@@ -37,6 +37,11 @@ INDEXES: dict[str, tuple[str, str]] = {
     "sched": ("zset", "pending, not yet due, score next_attempt_ms"),
     "retry": ("zset", "retry_wait, score next_attempt_ms"),
     "dial": ("zset", "dialing, score lease_expires_ms"),
+    "answered": (
+        "zset",
+        "connected moments ago, score until when (ms) it still counts as dialing (a dispatch "
+        "pass may not have seen its member busy yet)",
+    ),
     "age": ("zset", "every live callback, score created_ms (expiry by age)"),
     "nums": ("hash", "number -> id of the one live callback for (queue, number)"),
     "dnc": ("set", "do-not-call numbers (dial form): no abandon follow-up for them"),
