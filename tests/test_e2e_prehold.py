@@ -13,7 +13,7 @@ from callback_ari.service.service import Service
 from callback_ari.sim.simpbx.members import Member
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from tests.harness import KIT, service_config
-from tests.test_e2e_dispatch import enqueue, queue_keys, serve, set_all, store_view
+from tests.test_e2e_dispatch import enqueue, queue_keys, serve, set_all, store_view, until
 
 A1 = "Local/agent1@agents/n"
 A2 = "Local/agent2@agents/n"
@@ -59,6 +59,9 @@ async def test_busy_members_are_pre_held_and_the_first_to_free_up_is_the_callbac
                     pause_of(sim, i) == (True, HOLD) for i in (A1, A2, "Local/agent3@agents/n")
                 )
             )
+            # pre-held members are paused and locked, yet hold nothing for a callback: the
+            # shared capacity cap must not count them as reserved
+            assert await service.dispatcher.reserved_members("support") == 0
             live = sim.caller_joins("support", "3125550002")
             await sim.wait_ami_event("QueueCallerJoin", Channel=live.name)
             # agent2 pauses for lunch while pre-held: theirs from now on
@@ -73,6 +76,13 @@ async def test_busy_members_are_pre_held_and_the_first_to_free_up_is_the_callbac
                 "QueueMemberPause", since=mark, Interface=A1, Paused="1"
             )
             assert reserved["PausedReason"] == f"callback-ari:{cb.id}"
+            await sim.wait_for(lambda: pause_of(sim, A1) == (True, f"callback-ari:{cb.id}"))
+            dispatcher = service.dispatcher
+
+            async def one_reserved() -> bool:  # once the watcher saw the reservation's pause
+                return await dispatcher.reserved_members("support") == 1
+
+            await until(one_reserved)
             # no due callback lacks a member now: agent3 (still busy) is unpaused at once
             await sim.wait_ami_event(
                 "QueueMemberPause", since=mark, Interface="Local/agent3@agents/n", Paused="0"

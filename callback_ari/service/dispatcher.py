@@ -327,7 +327,7 @@ class Dispatcher:
                 slots = max(0, len(book.free_interfaces(queue)) - unreserved)
                 # Another instance's customer waiting in the queue holds no member (it was
                 # unpaused for them): only the store's count, across instances, knows it.
-                max_dialing = ready + await self._reserved_members(queue)
+                max_dialing = ready + await self.reserved_members(queue)
             else:
                 slots = policy.dispatch_slots(ready_members=ready, in_flight=len(in_flight))
                 # The store counts the dialing callbacks of every instance, those continued
@@ -400,7 +400,7 @@ class Dispatcher:
         if self._book is not None:
             await self._book.preholds.release_queue(queue, why)
 
-    async def _reserved_members(self, queue: str) -> int:
+    async def reserved_members(self, queue: str) -> int:
         """Members any instance holds for a callback: paused in ``queue`` and locked in Redis."""
         # A pre-hold pauses and locks a *busy* member for no callback in particular: it is not
         # a reservation until it frees up and a claim converts it (still paused ``<app>:hold``).
