@@ -168,6 +168,18 @@ class Metrics:
             ["queue", "result"],
             registry=r,
         )
+        self.preheld = Gauge(
+            "callback_preheld_members",
+            "Busy members paused by this instance while a due callback waits for a member",
+            ["queue"],
+            registry=r,
+        )
+        self.preholds = Counter(
+            "callback_preholds",
+            "Pre-holds by how they ended (converted, not_needed, not_taken, agent_paused, ...)",
+            ["queue", "result"],
+            registry=r,
+        )
         self._links = _LinkCollector()
         r.register(self._links)
         self.errors = Counter(
@@ -203,6 +215,7 @@ class Metrics:
                 self.pending.labels(q, state.value)
             self.in_flight.labels(q)
             self.reserved.labels(q)
+            self.preheld.labels(q)
             self.request_to_connected.labels(q)
             self.ready_to_dial.labels(q)
             self.hold_at_offer.labels(q)

@@ -87,6 +87,7 @@ class Callback:
     origin: Origin = Origin.PHONE
     position: int = 0  # queue position when the offer was made (informational)
     reason: str = ""  # from the queue's reason menu ("" = none given)
+    recording: str = ""  # the caller's recorded message (core.recordings name; "" = none)
 
     @property
     def channel_id(self) -> str:

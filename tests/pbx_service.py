@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from callback_ari.sim.sandbox import Harness, JsonDict, Sandbox
 from callback_ari.sim.simpbx.redis_process import free_port
@@ -274,15 +273,3 @@ def start_with_routes(sandbox: Sandbox, monkeypatch: Any) -> None:
     """Restart the sandbox with the suite's extra inbound routes (``tests/pbx_routes``)."""
     monkeypatch.setenv("CBPBX_EXTRA", str(ROUTES))
     sandbox.start()
-
-
-# The reservation races app_queue: it rings a freed member for the live caller about 10 ms after
-# the member is ready, and our QueuePause goes out about 2 ms after the same AMI event. On a
-# quiet machine we win (runs alone: passing); under load the pause can come too late
-# (reservation.too_late) and the live caller takes the member. Until the reservation is
-# taken before app_queue can ring (an Asterisk-side hold), this is an expected, visible loss:
-# non-strict, and only an AssertionError counts as that loss.
-RESERVATION_RACE = pytest.mark.xfail(
-    strict=False, raises=AssertionError,
-    reason="issue 13: the reservation can lose a ~10 ms race with app_queue under load",
-)  # fmt: skip

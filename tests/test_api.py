@@ -394,7 +394,7 @@ async def test_status_document_and_page(h: Harness) -> None:
     assert support["pending"] == [
         {"id": cb_id, "number": "******0143", "state": "pending", "attempts": 0,
          "next_attempt_at": None,  # due now: a web request has no inbound call to wait out
-         "origin": "web", "reason": ""}
+         "origin": "web", "reason": "", "recording": None}
     ]  # fmt: skip
     assert [q["name"] for q in doc["queues"]] == ["support", "sales"]
 

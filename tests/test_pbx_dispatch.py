@@ -15,7 +15,6 @@ import pytest
 
 from callback_ari.sim.sandbox import Harness, JsonDict, Sandbox
 from tests.pbx_service import (
-    RESERVATION_RACE,
     ServiceProcess,
     gone,
     heard,
@@ -175,7 +174,6 @@ async def test_voicemail_like_answer_gets_confirm_timeout_after_the_prompt(
         assert cb["last_outcome"] == "not_confirmed"
 
 
-@RESERVATION_RACE
 async def test_callback_served_before_a_later_live_caller(
     pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,6 @@ from callback_ari.config.loader import Config, parse_config
 from callback_ari.models import State
 from callback_ari.sim.sandbox import AmiMessage, Harness, Sandbox, SandboxError
 from tests.harness import running_service, store_for
-from tests.pbx_service import RESERVATION_RACE
 
 pytestmark = pytest.mark.asterisk
 
@@ -101,7 +101,6 @@ async def member_paused(pbx: Harness, interface: str) -> tuple[bool, str]:
     return item.get("Paused") == "1", item.get("PausedReason", "")
 
 
-@RESERVATION_RACE
 async def test_callback_keeps_its_place_against_a_later_live_caller(
     pbx: Harness, sandbox: Sandbox, redis_url: str
 ) -> None:
@@ -169,6 +168,116 @@ async def test_callback_keeps_its_place_against_a_later_live_caller(
         assert cb.state is State.CONNECTED and cb.last_outcome == "connected"
         assert (await member_paused(pbx, AGENT1))[0] is False
         await pbx.hang_up(live_b)
+
+
+HOLD = "callback-ari:hold"
+
+
+async def status_doc(port: int) -> dict[str, Any]:
+    """GET /api/v1/status: what the status page shows."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{port}/api/v1/status",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def devices_busy(pbx: Harness) -> None:
+    await pbx.device("agent1", "INUSE")
+    await pbx.device("agent2", "INUSE")
+
+
+async def pre_held(pbx: Harness, since: int, *interfaces: str) -> None:
+    """Wait until each of ``interfaces`` was paused with the pre-hold reason."""
+    for interface in interfaces:
+        await pbx.wait_ami(
+            ami_is("QueueMemberPause", Interface=interface, Paused="1", PausedReason=HOLD),
+            since=since,
+        )
+
+
+async def test_busy_members_are_pre_held_and_the_first_free_one_is_the_callbacks(
+    pbx: Harness, sandbox: Sandbox, redis_url: str
+) -> None:
+    """Both agents busy and callback A due: both are paused with the pre-hold reason before
+    live caller B joins. agent1 frees up: app_queue cannot ring it for B (paused all along),
+    the service reserves it for A and unpauses agent2 at once; B holds until agent2 frees."""
+    await pbx.set_global("AGENT_TALK", "8")
+    await devices_busy(pbx)
+    config, port = service_config(sandbox, redis_url, resync=30)
+    async with running_service(config):
+        mark = len(pbx.watch.ami)
+        cb_id = await request_callback(port, "2125551021")
+        async with asyncio.timeout(5):
+            await pre_held(pbx, mark, AGENT1, AGENT2)
+        assert await member_paused(pbx, AGENT1) == (True, HOLD)
+        (support,) = (await status_doc(port))["queues"]
+        assert sorted(h["member"] for h in support["preheld"]) == [AGENT1, AGENT2]
+        assert support["reserved"] == []
+        live_b = await pbx.call_in("2125559022", exten="plain", name="Live B")
+        async with asyncio.timeout(5):
+            b_join = await pbx.wait_ami(ami_is("QueueCallerJoin", CallerIDNum="2125559022"))
+        await asyncio.sleep(0.5)  # B has been through app_queue's ring loop: nobody to ring
+        assert not pbx.ami_events("AgentCalled", since=mark)
+        freed = len(pbx.watch.ami)
+        await pbx.device("agent1", "NOT_INUSE")
+        async with asyncio.timeout(10):
+            reserved = await pbx.wait_ami(
+                ami_is("QueueMemberPause", Interface=AGENT1, Paused="1"), since=freed
+            )
+            released = await pbx.wait_ami(
+                ami_is("QueueMemberPause", Interface=AGENT2, Paused="0"), since=freed
+            )
+        assert reserved["PausedReason"] == f"callback-ari:{cb_id}"
+        assert float(released["_t"]) - float(reserved["_t"]) < 1.0  # "at once"
+        async with asyncio.timeout(20):
+            connect = await pbx.wait_ami(ami_is("AgentConnect", Interface=AGENT1), since=freed)
+        assert connect["Uniqueid"] == f"cb-{cb_id}-a1"
+        called = {m["Uniqueid"] for m in pbx.ami_events("AgentCalled", since=mark)}
+        assert b_join["Uniqueid"] not in called, "app_queue rang a member for B"
+        mark_b = len(pbx.watch.ami)
+        await pbx.device("agent2", "NOT_INUSE")
+        async with asyncio.timeout(10):
+            b_connect = await pbx.wait_ami(
+                ami_is("AgentConnect", Uniqueid=b_join["Uniqueid"]), since=mark_b
+            )
+        assert b_connect["Interface"] == AGENT2
+        await pbx.hang_up(live_b)
+
+
+async def test_an_agent_who_pauses_during_a_pre_hold_keeps_their_pause(
+    pbx: Harness, sandbox: Sandbox, redis_url: str
+) -> None:
+    """agent2 pauses for lunch while pre-held: when agent1 frees up and the pre-holds end,
+    and after a resync, and after the service stops, agent2 is still on lunch."""
+    await pbx.set_global("AGENT_TALK", "8")
+    await devices_busy(pbx)
+    config, port = service_config(sandbox, redis_url, resync=2)
+    async with running_service(config):
+        mark = len(pbx.watch.ami)
+        cb_id = await request_callback(port, "2125551023")
+        async with asyncio.timeout(5):
+            await pre_held(pbx, mark, AGENT1, AGENT2)
+        await pbx.ami(
+            "QueuePause", Queue="support", Interface=AGENT2, Paused="true", Reason="lunch"
+        )
+        freed = len(pbx.watch.ami)
+        await pbx.device("agent1", "NOT_INUSE")
+        async with asyncio.timeout(10):
+            await pbx.wait_ami(
+                ami_is("QueueMemberPause", Interface=AGENT1, PausedReason=f"callback-ari:{cb_id}"),
+                since=freed,
+            )
+        await asyncio.sleep(2.5)  # a resync (2 s) and its sweep
+        assert await member_paused(pbx, AGENT2) == (True, "lunch")
+        unpaused = ami_is("QueueMemberPause", Interface=AGENT2, Paused="0")
+        assert not [m for m in pbx.ami_events("QueueMemberPause", since=mark) if unpaused(m)]
+    assert await member_paused(pbx, AGENT2) == (True, "lunch")
 
 
 async def test_api_callback_with_a_ready_member_is_dialled_at_once(
@@ -306,6 +415,47 @@ async def test_reservation_cleared_after_sigkill(
             await pbx.wait_ami(ami_is("QueueMemberPause", Interface=AGENT1, Paused="0"), since=mark)
         assert time.monotonic() - started < 2.0 + 3.0  # one resync interval + start-up
     assert await member_paused(pbx, AGENT1) == (False, "")
+
+
+async def test_pre_holds_cleared_after_sigkill(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while both busy agents are pre-held: the restarted service unpauses both
+    within one resync interval (2 s here)."""
+    await devices_busy(pbx)
+    await pbx.customer("2125553024", "noanswer")
+    port = free_port()
+    conf = tmp_path / "callback_ari.conf"
+    conf.write_text(config_text(sandbox, redis_url, port))
+    mark = len(pbx.watch.ami)
+    async with service_process(conf) as proc:
+        async with asyncio.timeout(15):
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    cb_id = await request_callback(port, "2125553024")
+                    break
+                await asyncio.sleep(0.2)
+            await pre_held(pbx, mark, AGENT1, AGENT2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert await member_paused(pbx, AGENT1) == (True, HOLD)
+    await pbx.device("agent1", "NOT_INUSE")  # freed while nobody ran: it stays paused
+    mark = len(pbx.watch.ami)
+    async with service_process(conf):
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            for agent in (AGENT1, AGENT2):
+                await pbx.wait_ami(
+                    ami_is("QueueMemberPause", Interface=agent, Paused="0"), since=mark
+                )
+        assert time.monotonic() - started < 2.0 + 3.0  # one resync interval + start-up
+        # then agent1, ready, is reserved for the callback (ringing): agent2 is not needed
+        async with asyncio.timeout(10):
+            await pbx.wait_ami(
+                ami_is("QueueMemberPause", Interface=AGENT1, PausedReason=f"callback-ari:{cb_id}"),
+                since=mark,
+            )
+    assert await member_paused(pbx, AGENT2) == (False, "")
 
 
 async def test_agent_first_rings_the_member_then_the_customer_then_bridges(

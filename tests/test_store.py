@@ -18,6 +18,7 @@ from callback_ari.errors import (
 )
 from callback_ari.models import Callback, Origin, Outcome, State
 from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.store.scripts import ANSWERED_GRACE_MS
 from callback_ari.store.store import CallbackStore, connect_redis
 
 Q = "support"
@@ -459,7 +460,9 @@ async def test_acl_user_in_url_authenticates_and_a_wrong_password_is_unavailable
         await client.execute_command("ACL", "DELUSER", "cbtest")
 
 
-async def test_max_dialing_caps_claims_across_every_owner(store: CallbackStore) -> None:
+async def test_max_dialing_caps_claims_across_every_owner(
+    store: CallbackStore, clock: ManualClock
+) -> None:
     """Two instances share one Redis: together they never dial more than the cap."""
     for i in range(4):
         await add(store, f"20255501{i:02d}", join_s_ago=60 - i)
@@ -471,6 +474,15 @@ async def test_max_dialing_caps_claims_across_every_owner(store: CallbackStore) 
     await store.record_outcome(
         first.id, "a", outcome=Outcome.CONNECTED, cause="", retry_at_ms=None, max_attempts=3
     )
+    # The slot is free again ANSWERED_GRACE_MS after the agent answered, for every instance: a
+    # pass that read the members just before (or whose AMI lags) still counts that one ready.
+    for owner in ("a", "b"):
+        assert (
+            await store.claim_next("support", owner=owner, lease_ms=30_000, max_dialing=2) is None
+        )
+    clock.set_ms(T0 + ANSWERED_GRACE_MS - 1)
+    assert await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2) is None
+    clock.set_ms(T0 + ANSWERED_GRACE_MS)
     third = await store.claim_next("support", owner="b", lease_ms=30_000, max_dialing=2)
     assert third is not None and third.id not in (first.id, second.id)
     assert await store.claim_next("support", owner="a", lease_ms=30_000, max_dialing=0) is None

@@ -328,6 +328,8 @@ class AmiClient:
             pending.items.append(msg)
         elif role != "list_start":
             del conn.pending[pending.action_id]
+            if pending.future.done():
+                return  # its requester was cancelled (shutting down): nobody waits for it
             if role == "failed":
                 message = msg.get("Message", "") or ""
                 pending.future.set_exception(AmiActionError(pending.action, message))

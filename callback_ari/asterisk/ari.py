@@ -305,6 +305,42 @@ class AriClient:
         """``GET /channels/{id}``; AriNotFound once the channel is gone."""
         return await self._channel("GET", f"/channels/{_seg(channel_id)}")
 
+    # --- recordings ---------------------------------------------------------------------
+
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        fmt: str,
+        max_duration_s: int,
+        max_silence_s: int = 0,
+        beep: bool = True,
+        terminate_on: str = "#",
+    ) -> None:
+        """``POST /channels/{id}/record`` (overwriting a stored recording of that name).
+
+        The end arrives as RecordingFinished / RecordingFailed. AriNotFound when the channel
+        is gone; AriConflict (409) when it is not in our app or is bridged.
+        """
+        params = {
+            "name": name, "format": fmt, "maxDurationSeconds": str(int(max_duration_s)),
+            "maxSilenceSeconds": str(int(max_silence_s)), "ifExists": "overwrite",
+            "beep": "true" if beep else "false", "terminateOn": terminate_on,
+        }  # fmt: skip
+        await self._request("POST", f"/channels/{_seg(channel_id)}/record", params)
+
+    async def stored_recordings(self) -> list[str]:
+        """Names of every stored recording (``GET /recordings/stored``), ours or not."""
+        answer = await self._request("GET", "/recordings/stored")
+        if not isinstance(answer, list):
+            raise AriError("GET /recordings/stored: answer is not a list")
+        return [r["name"] for r in answer if isinstance(r, dict) and isinstance(r.get("name"), str)]
+
+    async def delete_stored_recording(self, name: str) -> None:
+        """``DELETE /recordings/stored/{name}``; AriNotFound if it is already gone."""
+        await self._request("DELETE", f"/recordings/stored/{_seg(name)}")
+
     # --- application, sounds, system ----------------------------------------------------
 
     async def application(self) -> dict[str, Any]:

@@ -156,6 +156,29 @@ class PlaybackFinished(_PlaybackEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class _RecordingEvent(AriEvent):
+    name: str  # the recording's name, as given to POST /channels/{id}/record
+    target_uri: str
+    state: str
+    cause: str = ""
+
+    @property
+    def channel_id(self) -> str | None:
+        target = self.target_uri
+        return target[8:] if target.startswith("channel:") else None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFinished(_RecordingEvent):
+    """A live recording ended and was stored (# pressed, silence, the time limit, hang-up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed(_RecordingEvent):
+    """A live recording failed (``cause`` says why)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelVarset(AriEvent):
     """A variable was set; ``channel`` is None for a global variable."""
 
@@ -315,6 +338,18 @@ def _playback(cls: type[_PlaybackEvent]) -> _Decoder:
     return decode_playback
 
 
+def _recording(cls: type[_RecordingEvent]) -> _Decoder:
+    def decode_recording(o: dict[str, Any], t: str, ts: str, app: str) -> AriEvent:
+        rec = _obj(o["recording"])
+        cause = rec.get("cause")
+        return cls(
+            t, ts, app, _str(rec["name"]), _str(rec["target_uri"]), _str(rec["state"]),
+            cause if isinstance(cause, str) else "",
+        )  # fmt: skip
+
+    return decode_recording
+
+
 def _varset(o: dict[str, Any], t: str, ts: str, app: str) -> AriEvent:
     return ChannelVarset(
         t, ts, app, _optional_channel(o.get("channel")), _str(o["variable"]), _str(o["value"])
@@ -347,6 +382,8 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     "Dial": _dial,
     "PlaybackStarted": _playback(PlaybackStarted),
     "PlaybackFinished": _playback(PlaybackFinished),
+    "RecordingFinished": _recording(RecordingFinished),
+    "RecordingFailed": _recording(RecordingFailed),
     "ChannelVarset": _varset,
     "ApplicationReplaced": _replaced,
     "DeviceStateChanged": _device_state,
@@ -365,7 +402,7 @@ OTHER_EVENTS: Final = frozenset(
         "ChannelEnteredBridge", "ChannelHold", "ChannelLeftBridge", "ChannelTalkingFinished",
         "ChannelTalkingStarted", "ChannelToneDetected", "ChannelTransfer", "ChannelUnhold",
         "ContactStatusChange", "EndpointStateChange", "PeerStatusChange", "PlaybackContinuing",
-        "RecordingFailed", "RecordingFinished", "RecordingStarted", "RESTResponse",
+        "RecordingStarted", "RESTResponse",
         "TextMessageReceived",
     }
 )  # fmt: skip

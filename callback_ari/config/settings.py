@@ -128,6 +128,20 @@ class GeneralConfig:
         "Longest an offer dialogue with a caller may last (seconds) before the caller is "
         "returned to the queue.",
     )  # fmt: skip
+    recording_retention: int = setting(
+        0, integer(0, 30 * 86400),
+        "Seconds a caller's recorded message (record_message) is kept after its callback "
+        "became final (connected, failed, cancelled, expired); 0 = delete it at the next "
+        "sweep (every 5 s). A sweep also deletes recordings whose callback is gone.",
+    )  # fmt: skip
+    recording_dir: str = setting(
+        "/var/spool/asterisk/recording",
+        name(r"/[A-Za-z0-9_./-]*", "an absolute path (letters, digits, _ . / -)"),
+        "Asterisk's directory of ARI stored recordings (astspooldir/recording) as seen from "
+        "this host: when the service runs on the Asterisk host, check verifies it exists and "
+        "Asterisk may write to it. (The whisper plays from Asterisk's own "
+        "${ASTSPOOLDIR}/recording.)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +469,18 @@ class QueueConfig:
         "the bridge (prompt_whisper, then the reason). Empty = no menu.",
         example="1:billing, 2:technical, 3:other",
     )  # fmt: skip
+    record_message: int = setting(
+        0, integer(0, 300),
+        "After the number (and the reason) is confirmed and the callback booked, record a "
+        "message of at most N seconds (0 = off): the caller hears prompt_record_intro, a beep, "
+        "and # or silence (record_silence) ends it; hanging up keeps it. The agent hears it in "
+        "the whisper (after prompt_whisper and the reason); it is deleted after the callback "
+        "(recording_retention). The ARI offer records; the FastAGI offer does not.",
+    )  # fmt: skip
+    record_silence: int = setting(
+        4, integer(0, 60),
+        "Seconds of silence that end a recorded message (0 = silence does not end it).",
+    )  # fmt: skip
     on_abandon: str = setting(
         "off", choice("off", "callback"),
         "callback: a caller who hangs up while holding, after at least abandon_min_hold "
@@ -472,8 +498,11 @@ class QueueConfig:
         "Reserve a ready member for the callback whose turn it is: pause it in this queue (AMI "
         "QueuePause, reason <app>:<callback id>, needs write = agent) while the customer is "
         "rung and confirms, and unpause it the moment the customer has joined the queue at the "
-        "head, so a later live caller cannot take it. no = the customer may wait for the next "
-        "member.",
+        "head, so a later live caller cannot take it. While a due callback finds no ready "
+        "member, the busy members (on a call, ringing, in wrap-up) nobody paused are pre-held: "
+        "paused with the reason <app>:hold, so app_queue cannot ring the first one to free up "
+        "for a live caller; that one is reserved for the callback and the others are unpaused "
+        "at once. no = neither: the customer may wait for the next member.",
     )  # fmt: skip
     prompts: Prompts = field(default_factory=Prompts)
 
@@ -481,7 +510,11 @@ class QueueConfig:
         """Prompts this queue's settings never play (their sounds need not exist)."""
         unused = set()
         if not self.reasons:
-            unused |= {"reason_for", "reason_press", "whisper"}
+            unused |= {"reason_for", "reason_press"}
+        if not self.reasons and not self.record_message:
+            unused.add("whisper")
+        if not self.record_message:
+            unused.add("record_intro")
         if not self.announce_position:
             unused |= {"position", "position_first"}
         return frozenset(unused)

@@ -5,6 +5,9 @@ actions and feeds back what happened. Driver contract:
 
 - ``Play`` is always the last action of a list, and so is ``Store``; execute in order.
 - One timer at a time: ``StartTimer`` replaces any running timer, ``CancelTimer`` drops it.
+- ``Record`` (queues with ``record_message``, after a new callback is stored) is last too:
+  record the caller's message for that callback; feed ``RecordingDone(token)`` when it ends,
+  fails or cannot start. A hang-up meanwhile keeps the callback (and the partial recording).
 - Feed ``PlaybackDone(token)`` when a ``Play`` ends on its own (not after ``StopPlayback``),
   ``Timeout(token)`` when a timer runs out, ``Digit`` for DTMF, ``Hangup`` when the caller
   leaves, and ``Stored``/``StoreFailed`` as the answer to ``Store``.
@@ -32,6 +35,8 @@ reason (interr.)    -> reason_wait        --                         barge in as
 reason_wait         --                    Store without a reason     a listed digit: Store with
                                                                      it, else retry (then none)
 storing             --                    --                         ignored
+record_prompt (i.)  -> recording (Record) --                         # farewell, else Record
+recording           --                    farewell (lost event)      ignored (# is Asterisk's)
 farewell            final action, done    --                         ignored
 ==================  ====================  =========================  ==========================
 """
@@ -51,13 +56,14 @@ from callback_ari.errors import NumberRejected
 __all__ = [
     "DEFAULT_PROMPTS", "Action", "CancelTimer", "ContinueReason", "ContinueToQueue", "Digit",
     "Event", "Hangup", "HangupCall", "OfferMachine", "OfferOutcome", "OfferResult",
-    "OfferSettings", "Play", "PlaybackDone", "StartTimer", "Step", "StopPlayback", "Store",
-    "StoreFailed", "Stored", "Timeout",
+    "OfferSettings", "Play", "PlaybackDone", "Record", "RecordingDone", "StartTimer", "Step",
+    "StopPlayback", "Store", "StoreFailed", "Stored", "Timeout",
 ]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
 DTMF = frozenset("0123456789*#ABCD")
+_RECORD_MARGIN_S = 10  # past record_message, a recording whose end was not reported is over
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,8 @@ class OfferSettings:
     announce_position: bool = False  # position (and wait) before the offer
     # the reason menu after the number is confirmed: (digit, name, media said for it)
     reasons: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    record_s: int = 0  # after storing, record a message of at most this long (0 = off)
+    record_silence_s: int = 0  # silence that ends the message (0 = none)
 
     def __post_init__(self) -> None:
         if self.max_tries < 1 or self.max_digits < 1:
@@ -103,6 +111,13 @@ class Timeout:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingDone:
+    """The caller's message ended (#, silence, time limit), failed or could not start."""
+
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     """The caller hung up (or the channel is gone)."""
 
@@ -119,7 +134,7 @@ class StoreFailed:
     reason: str
 
 
-Event: TypeAlias = Digit | PlaybackDone | Timeout | Hangup | Stored | StoreFailed
+Event: TypeAlias = Digit | PlaybackDone | Timeout | Hangup | Stored | StoreFailed | RecordingDone
 
 # --- outputs -----------------------------------------------------------------------
 
@@ -176,6 +191,16 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """Record the caller's message for ``callback_id`` (name: ``core.recordings``)."""
+
+    callback_id: str
+    max_s: int
+    silence_s: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class ContinueToQueue:
     reason: ContinueReason
 
@@ -186,7 +211,7 @@ class HangupCall:
 
 
 Action: TypeAlias = (
-    Play | StopPlayback | StartTimer | CancelTimer | Store | ContinueToQueue | HangupCall
+    Play | StopPlayback | StartTimer | CancelTimer | Store | Record | ContinueToQueue | HangupCall
 )
 
 
@@ -232,6 +257,8 @@ class Step(enum.StrEnum):
     REASON = "reason"
     REASON_WAIT = "reason_wait"
     STORING = "storing"
+    RECORD_PROMPT = "record_prompt"
+    RECORDING = "recording"
     FAREWELL = "farewell"
     DONE = "done"
 
@@ -242,6 +269,8 @@ _BARGE_IN = {
     Step.CONFIRM: Step.CONFIRM_WAIT,
     Step.ENTRY: Step.ENTRY_DIGITS,
     Step.REASON: Step.REASON_WAIT,
+    # a key during "leave your message": # skips it, any other starts the recording now
+    Step.RECORD_PROMPT: Step.RECORDING,
 }
 _WAITING = frozenset({Step.OFFER_WAIT, Step.CONFIRM_WAIT, Step.ENTRY_DIGITS, Step.REASON_WAIT})
 
@@ -277,6 +306,9 @@ class OfferMachine:
         self._pending: OfferResult | None = None
         self._result: OfferResult | None = None
         self._store_in_flight = False
+        self._record_token: int | None = None
+        self._callback_id: str | None = None  # the callback stored in this dialogue
+        self._farewell: tuple[str, ...] = ()  # said after the recorded message
 
     @property
     def state(self) -> Step:
@@ -342,6 +374,8 @@ class OfferMachine:
                 return self._on_key(d)
             case Stored() if self._state is Step.STORING:
                 return self._stored(event)
+            case RecordingDone(token=token) if token == self._record_token:
+                return self._after_recording()
             case StoreFailed() if self._state is Step.STORING:
                 self._store_in_flight = False
                 return self._leave(ContinueReason.STORE_FAILED, "sorry_error")
@@ -359,6 +393,8 @@ class OfferMachine:
                 return self._wait(Step.ENTRY_DIGITS, self._s.response_timeout)
             case Step.REASON:
                 return self._wait(Step.REASON_WAIT, self._s.response_timeout)
+            case Step.RECORD_PROMPT:
+                return self._record()
             case Step.FAREWELL:
                 return self._finish()
         return []
@@ -373,6 +409,8 @@ class OfferMachine:
                 return self._submit()  # inter-digit timeout, or nothing typed at all
             case Step.REASON_WAIT:
                 return self._store()  # no reason given: the callback matters more
+            case Step.RECORDING:
+                return self._after_recording()  # its end was never reported: move on
         return []
 
     def _on_key(self, d: str) -> list[Action]:
@@ -399,6 +437,10 @@ class OfferMachine:
                 return self._type(d)
             case Step.REASON_WAIT, _:
                 return self._pick_reason(d)
+            case Step.RECORDING, "#" if self._record_token is None:
+                return self._after_recording()  # typed ahead: no message
+            case Step.RECORDING, _ if self._record_token is None:
+                return self._record()
         return []
 
     # --- transitions ---------------------------------------------------------------
@@ -506,7 +548,31 @@ class OfferMachine:
             media = self._s.prompt("stored") + wait_media(wait, event.wait_s)
         else:
             media = self._s.prompt("already_pending")
-        return self._prompt(Step.FAREWELL, media + self._s.prompt("goodbye"), interruptible=False)
+        media += self._s.prompt("goodbye")
+        if event.created and self._s.record_s > 0:
+            # the callback is safe; a hang-up from here on keeps it
+            self._callback_id, self._farewell = event.callback_id, media
+            return self._prompt(Step.RECORD_PROMPT, "record_intro", interruptible=True)
+        return self._prompt(Step.FAREWELL, media, interruptible=False)
+
+    # --- the recorded message (optional per queue) -----------------------------------
+
+    def _record(self) -> list[Action]:
+        assert self._callback_id is not None
+        actions = self._disarm()
+        self._state = Step.RECORDING
+        self._record_token = self._new_token()
+        # a guard in case the end of the recording is never reported
+        self._timer_token = self._new_token()
+        guard = StartTimer(self._s.record_s + _RECORD_MARGIN_S, self._timer_token)
+        record = Record(
+            self._callback_id, self._s.record_s, self._s.record_silence_s, self._record_token
+        )
+        return [*actions, guard, record]
+
+    def _after_recording(self) -> list[Action]:
+        self._record_token = None
+        return self._prompt(Step.FAREWELL, self._farewell, interruptible=False)
 
     def _leave(self, reason: ContinueReason, lead: str | None = None) -> list[Action]:
         """Back to the queue, after an optional explanation and "returning to the queue"."""
@@ -525,6 +591,7 @@ class OfferMachine:
         abandoned = OfferResult(OfferOutcome.ABANDONED, self._confirmed)
         self._result = self._pending if keeps_result else abandoned
         self._state, self._play_token, self._timer_token = Step.DONE, None, None
+        self._record_token = None
         return []  # the caller is gone: nothing to play, nothing to store
 
     def _late(self, event: Event) -> None:

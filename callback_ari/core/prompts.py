@@ -64,6 +64,11 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("reason_for", ("sound:for",),
            'The reason menu, per entry: "For" <reason> "press" <digit> (queues with reasons).'),
     Prompt("reason_press", ("sound:vm-press",), 'The reason menu: "press".'),
+    Prompt("record_intro", ("sound:vm-intro",),
+           'With record_message, after booking: "Please leave your message after the tone. '
+           'When done, hang up or press the pound key." (record "After the tone, say your name '
+           'and why you called, then press pound"). # during it skips the message, another '
+           'key starts recording at once.'),
     Prompt("returning_to_queue", ("sound:queue-thankyou",),
            '"Thank you for your patience." The caller goes back to the queue, keeping their '
            "place."),
@@ -77,8 +82,8 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("callback_connecting", ("sound:queue-youarenext",),
            'Confirmed: "You are next."'),
     Prompt("whisper", ("sound:callback-announce",),
-           "The agent hears this, then the caller's reason, before being bridged to a "
-           "callback (queues with reasons)."),
+           "The agent hears this, then the caller's reason and recorded message, before being "
+           "bridged to a callback (queues with reasons or record_message)."),
     Prompt("goodbye", ("sound:vm-goodbye",), 'Before hanging up: "Goodbye."'),
 )  # fmt: skip
 
@@ -101,6 +106,8 @@ LANGUAGE_PROMPTS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType
                 "confirm_number": ("sound:vm-press", "sound:digits/1", "sound:vm-calldiffnum"),
                 "stored": ("sound:auth-thankyou",),  # "Gracias"
                 "sorry_error": ("sound:vm-sorry",),
+                # no "for" in es: the menu says "<reason>, presione <digit>"
+                "reason_for": (),
             }
         ),
     }

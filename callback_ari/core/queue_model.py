@@ -20,6 +20,17 @@ class DeviceStatus(IntEnum):
     ONHOLD = 8
 
 
+BUSY_STATUSES = frozenset(
+    {
+        DeviceStatus.INUSE,
+        DeviceStatus.BUSY,
+        DeviceStatus.RINGING,
+        DeviceStatus.RINGINUSE,
+        DeviceStatus.ONHOLD,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueCaller:
     """A caller waiting in a queue."""
@@ -77,7 +88,22 @@ class QueueMember:
         wrap-up is over. We also require no call between AgentConnect and AgentComplete,
         because with ``Custom:`` state interfaces the device stays NOT_INUSE during a call.
         """
+        return not self.paused and self.is_free(now_ms, unknown_is_ready=unknown_is_ready)
+
+    def is_free(self, now_ms: int, *, unknown_is_ready: bool = False) -> bool:
+        """``is_ready`` whatever the pause: app_queue would ring it now were it not paused."""
         device_free = self.status == DeviceStatus.NOT_INUSE or (
             unknown_is_ready and self.status == DeviceStatus.UNKNOWN
         )
-        return device_free and not self.paused and not self.in_call and not self.in_wrapup(now_ms)
+        return device_free and not self.in_call and not self.in_wrapup(now_ms)
+
+    def is_busy(self, now_ms: int) -> bool:
+        """Logged in but not free: on a call, ringing, on hold or in wrap-up.
+
+        app_queue rings such a member the moment it frees up, with no warning over AMI when
+        that moment is the end of a wrap-up.
+        """
+        if self.status in BUSY_STATUSES:
+            return True
+        idle = self.status in (DeviceStatus.NOT_INUSE, DeviceStatus.UNKNOWN)
+        return idle and (self.in_call or self.in_wrapup(now_ms))

@@ -45,14 +45,17 @@ def parse_reasons(entries: tuple[str, ...]) -> tuple[Reason, ...]:
     return tuple(out)
 
 
-def whisper_files(prompt: tuple[str, ...], reasons: tuple[Reason, ...], reason: str) -> str:
+def whisper_files(
+    prompt: tuple[str, ...], reasons: tuple[Reason, ...], reason: str, *, recorded: bool = False
+) -> str:
     """What the member hears before the bridge, as Playback's ``file&file``; '' = nothing.
 
-    Only for a queue with a reason menu: "callback" (``prompt``'s sound: media) and the
-    reason's sound when the caller picked one. Names are the validated sound names, so the
-    value can never carry dialplan syntax.
+    Only for a queue with a reason menu or a recorded message (``recorded``: the dialplan
+    plays it after these): "callback" (``prompt``'s sound: media) and the reason's sound
+    when the caller picked one. Names are the validated sound names, so the value can never
+    carry dialplan syntax.
     """
-    if not reasons:
+    if not reasons and not recorded:
         return ""
     files = [m.removeprefix("sound:") for m in prompt if m.startswith("sound:")]
     picked = next((r for r in reasons if r.name == reason), None)

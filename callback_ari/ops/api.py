@@ -45,6 +45,7 @@ from callback_ari.models import LIVE_STATES, Origin
 from callback_ari.ops import api_schema as schema
 from callback_ari.ops.api_schema import (
     ApiProblem,
+    PreHoldView,
     ReservationView,
     StatusDoc,
     WatcherView,
@@ -56,6 +57,7 @@ from callback_ari.service.intake import store_request
 from callback_ari.store.store import ID_RE, CallbackStore
 
 __all__ = [
+    "PreHoldView",
     "ReservationView",
     "StatusDoc",
     "WatcherView",
@@ -106,7 +108,8 @@ def create_app(
 ) -> web.Application:
     """The aiohttp application; run it with ``serve`` (or a TestServer in tests).
 
-    ``on_stored(queue)`` is called when a request stored a new callback (dial it now).
+    ``on_stored(queue)`` is called when a request stored or cancelled a callback: the queue's
+    dispatcher looks again (dials the new one, releases members pre-held for the cancelled one).
     """
     api = _Api(store, config, metrics, readiness, status, clock, on_stored)
     app = web.Application(
@@ -443,6 +446,8 @@ class _Api:
             ) from exc
         self._metrics.callback_finished(cb, self._clock.now_ms())
         log.info("callback.cancelled", callback_id=cb.id, queue=cb.queue, via="api")
+        if self._on_stored is not None:
+            self._on_stored(cb.queue)
         return _json({"callback": callback_view(cb)})
 
     # --- the do-not-call list of a queue (abandon follow-ups skip these numbers) ----------

@@ -136,7 +136,14 @@ def parse_create(doc: object, config: Config, now_ms: int) -> CreateRequest:
     name = _text(body, "name", max_chars=MAX_NAME_CHARS, required=False)
     q = config.queues.get(queue_name)
     if q is None:
-        raise invalid("queue", "no such queue", "unknown_queue")
+        # Each instance serves the queues of its own PBX (README: several PBXs and instances).
+        served = ", ".join(sorted(config.queues)) or "none"
+        raise invalid(
+            "queue",
+            f"no such queue on this instance (it serves: {served}); send the request to an "
+            "instance of the PBX that hosts the queue",
+            "unknown_queue",
+        )
     if not q.enabled:
         raise invalid("queue", "callbacks are switched off for this queue", "queue_disabled")
     if not number:
@@ -247,6 +254,7 @@ def callback_view(cb: Callback) -> dict[str, Any]:
         "last_cause": cb.last_cause or None,
         "origin": cb.origin.value,
         "reason": cb.reason,
+        "recording": cb.recording or None,
         "priority": cb.priority,
         "created_at": iso_ms(cb.created_ms),
         "join_time": iso_ms(cb.join_time_ms),
@@ -277,6 +285,7 @@ class PendingView(TypedDict):
     next_attempt_at: str | None  # ISO-8601 UTC; None = as soon as a member is ready
     origin: str  # phone, agi, web, abandon
     reason: str  # the caller's pick from the reason menu ("" = none)
+    recording: str | None  # the caller's recorded message (stored recording name), if any
 
 
 class OutcomeView(TypedDict):
@@ -295,6 +304,13 @@ class ReservationView(TypedDict):
     callback_id: str
     held_s: float
     deadline_s: float  # seconds left before it is released whatever happens
+
+
+class PreHoldView(TypedDict):
+    """A busy member paused while a due callback waits: the first to free up is the callback's."""
+
+    member: str  # the member's interface
+    held_s: float
 
 
 class TodayView(TypedDict):
@@ -328,6 +344,7 @@ class QueueStatusView(TypedDict):
     pending: list[PendingView]
     in_flight: int
     reserved: list[ReservationView]
+    preheld: list[PreHoldView]
     last_outcomes: list[OutcomeView]
     today: NotRequired[TodayView]
     trend: NotRequired[TrendView]
@@ -376,6 +393,7 @@ def status_doc(
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
     reservations: Callable[[str], list[ReservationView]] | None = None,
+    preholds: Callable[[str], list[PreHoldView]] | None = None,
 ) -> StatusDoc:
     """The status document from live queue data and what the store holds (no I/O)."""
     queues: list[QueueStatusView] = []
@@ -402,6 +420,7 @@ def status_doc(
                 ),
                 "origin": cb.origin.value,
                 "reason": cb.reason,
+                "recording": cb.recording or None,
             }
             for cb in held.pending
         ]
@@ -413,6 +432,7 @@ def status_doc(
                 "pending": pending[:PENDING_SHOWN],
                 "in_flight": in_flight(name),
                 "reserved": reservations(name) if reservations is not None else [],
+                "preheld": preholds(name) if preholds is not None else [],
                 "last_outcomes": last_outcomes(held.finished),
             }
         )

@@ -32,6 +32,7 @@ from callback_ari.errors import (
     StoreError,
 )
 from callback_ari.ops import freepbx
+from callback_ari.ops.doctor_recordings import check_recordings
 from callback_ari.store.store import connect_redis
 
 CHECK_TIMEOUT_S = 10.0
@@ -128,6 +129,10 @@ class Doctor:
             self._check_version(str(version))
             await self._check_app(ari, app)
             await self._check_prompts(ari)
+            await check_recordings(ari, self._cfg, self._report)
+
+    def _report(self, check: str, status: str, detail: str, fix: str) -> None:
+        self._add(check, Status(status), detail, fix)
 
     def _check_version(self, version: str) -> None:
         major = asterisk_major(version)

@@ -27,11 +27,15 @@ class Transition:
     attempt: int
     origin: str = ""  # on a "created" entry: where the request came from
     reason: str = ""  # on a "created" entry: the caller's reason ("" = none)
+    recording: str = ""  # on a "recording" entry: the caller's recorded message (no move)
 
     @property
     def event(self) -> str:
-        """ "created" for a new callback, else the state it moved to."""
-        return "created" if not self.from_state else self.to_state
+        """ "created" for a new callback, "recording" when its message was kept on it, else
+        the state it moved to."""
+        if not self.from_state:
+            return "created"
+        return "recording" if self.recording else self.to_state
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,7 @@ class Transition:
             "outcome": self.outcome,
             "cause": self.cause,
             "attempt": self.attempt,
+            **({"recording": self.recording} if self.recording else {}),
         }
 
 
@@ -81,6 +86,7 @@ def parse_audit(entries: Iterable[Mapping[str, Any]]) -> list[Transition]:
                 attempt=_int(e.get("attempt")),
                 origin=str(e.get("origin") or ""),
                 reason=str(e.get("reason") or ""),
+                recording=str(e.get("recording") or ""),
             )
         )
     out.sort(key=lambda t: t.at_ms)

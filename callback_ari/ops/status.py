@@ -14,6 +14,7 @@ from callback_ari.models import TERMINAL_STATES, Callback, State
 from callback_ari.ops.api_schema import (
     OUTCOMES_SHOWN,
     PENDING_SHOWN,
+    PreHoldView,
     QueueRecords,
     ReservationView,
     StatusDoc,
@@ -32,6 +33,7 @@ async def build_status(
     in_flight: Callable[[str], int],
     links: Mapping[str, bool],
     reservations: Callable[[str], list[ReservationView]] | None = None,
+    preholds: Callable[[str], list[PreHoldView]] | None = None,
 ) -> StatusDoc:
     """The status document: live queue data from the caller, pending and outcomes from Redis."""
     now = clock.now_ms()
@@ -41,7 +43,7 @@ async def build_status(
     }
     return status_doc(
         config, now, records, watcher_view=watcher_view, in_flight=in_flight, links=links,
-        reservations=reservations,
+        reservations=reservations, preholds=preholds,
     )  # fmt: skip
 
 

@@ -30,6 +30,14 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
             for r in service.held_reservations(queue)
         ]
 
+    def preholds(queue: str) -> list[api.PreHoldView]:
+        now = time.monotonic()
+        return [
+            {"member": h.interface, "held_s": round(now - h.started, 1)}
+            for h in service.preheld_members(queue)
+            if h.paused
+        ]
+
     today = TodayFigures(cfg, service.clock)
     trends = service.trends
 
@@ -45,6 +53,7 @@ def http_front_end(service: Service) -> Coroutine[Any, Any, None] | None:
             in_flight=dispatcher.in_flight if dispatcher else (lambda _q: 0),
             links=service.readiness(),
             reservations=reservations,
+            preholds=preholds,
         )
         figures = await today.get(store)
         for queue in doc["queues"]:

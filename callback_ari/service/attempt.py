@@ -33,6 +33,7 @@ from callback_ari.config.loader import QueueConfig
 from callback_ari.core import outcomes, policy
 from callback_ari.core.prompts import playback_files
 from callback_ari.core.reasons import parse_reasons, whisper_files
+from callback_ari.core.recordings import is_recording_name
 from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
@@ -244,8 +245,13 @@ class AttemptRunner:
                     "CB_ID": a.cb.id,
                     "CB_PRIO": str(q.queue_priority),
                     "CB_WHISPER": whisper_files(
-                        q.prompts["whisper"], parse_reasons(q.reasons), a.cb.reason
+                        q.prompts["whisper"],
+                        parse_reasons(q.reasons),
+                        a.cb.reason,
+                        recorded=bool(a.cb.recording),
                     ),
+                    # played by [callback-whisper] from Asterisk's spool (a validated name)
+                    "CB_RECORDING": a.cb.recording if is_recording_name(a.cb.recording) else "",
                 },
             )
         except AriConflict:
@@ -465,8 +471,13 @@ class AttemptRunner:
                     "CB_RING": str(q.ring_timeout),
                     "CB_CALLERID": q.caller_id,
                     "CB_WHISPER": whisper_files(
-                        q.prompts["whisper"], parse_reasons(q.reasons), a.cb.reason
+                        q.prompts["whisper"],
+                        parse_reasons(q.reasons),
+                        a.cb.reason,
+                        recorded=bool(a.cb.recording),
                     ),
+                    # [callback-whisper] plays it after CB_WHISPER, as in customer-first
+                    "CB_RECORDING": a.cb.recording if is_recording_name(a.cb.recording) else "",
                     "CB_CONFIRM": playback_files(
                         (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
                     ),

@@ -4,6 +4,8 @@ One pass per queue (``run_once``) claims as many due callbacks as there are free
 in original-join-time order, and only those that joined before the oldest caller still holding
 (virtual hold). Passes are triggered by events: a member becoming ready, a retry falling due, an
 attempt ending; a slow safety pass (>= 5 s) reclaims crashed leases and expires old callbacks.
+While a due callback finds no member, each pass pre-holds the busy ones (``prehold.py``) so the
+first to free up is the callback's, not app_queue's.
 The attempt itself (dial, "press 1", continue into the queue) lives in ``attempt.py``.
 """
 
@@ -34,6 +36,7 @@ from callback_ari.service.attempt import (
     QueueSeen,
     reservation_seconds,
 )
+from callback_ari.service.prehold import HOLD
 from callback_ari.service.reservations import Reservation, ReservationBook
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
@@ -110,6 +113,13 @@ class Dispatcher:
         if queue in self._wake:
             self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
             self._prepause(queue)
+            self._wake[queue].set()
+
+    def member_free(self, queue: str) -> None:
+        """Watcher signal: a member of ``queue`` freed up, paused or not. A pre-held one is the
+        waiting callback's: wake the queue's loop to reserve it."""
+        if queue in self._wake and self._book is not None and self._book.preholds.free(queue):
+            self._ready_at.setdefault(queue, asyncio.get_running_loop().time())
             self._wake[queue].set()
 
     def _prepause(self, queue: str) -> None:
@@ -300,6 +310,7 @@ class Dispatcher:
             self._pass_ms[queue] = self._clock.now_ms()
             ready_since = self._ready_at.pop(queue, None)
             if not q.enabled or not self._hours[queue].is_open(self._clock.now_ms()):
+                await self._release_preholds(queue, "closed")
                 return 0
             ready = self._watcher.ready_members(queue)
             bound = policy.join_before_ms(self._watcher.oldest_join_ms(queue), q.priority_boost)
@@ -314,14 +325,14 @@ class Dispatcher:
                 # or whose reservation failed) will still take one of the ready members.
                 unreserved = sum(not a.holds_member for a in in_flight)
                 slots = max(0, len(book.free_interfaces(queue)) - unreserved)
-                max_dialing = None
+                # Another instance's customer waiting in the queue holds no member (it was
+                # unpaused for them): only the store's count, across instances, knows it.
+                max_dialing = ready + await self.reserved_members(queue)
             else:
                 slots = policy.dispatch_slots(ready_members=ready, in_flight=len(in_flight))
-                # Our callbacks already in the queue still hold a member; the store counts the
-                # dialing ones of every instance, so several instances together stay within
-                # `ready`.
-                connecting = sum(a.state is AttemptState.CONNECTING for a in in_flight)
-                max_dialing = ready - connecting
+                # The store counts the dialing callbacks of every instance, those continued
+                # into the queue and waiting for an agent included (dialing until AgentConnect).
+                max_dialing = ready
             starved = False  # a member was free but nothing could be claimed
             for _ in range(slots):
                 interface = await book.take(queue) if book is not None else None
@@ -352,7 +363,55 @@ class Dispatcher:
                 started += 1
             if book is not None:  # what the fast path pauses a member for
                 self._head[queue] = None if starved else await self._store.first_due(queue)
+                await self._prehold(queue, self._head[queue], bound)
+            else:
+                await self._release_preholds(queue, "off")
         return started
+
+    async def _prehold(self, queue: str, head: tuple[str, int] | None, bound: int | None) -> None:
+        """After a pass: pre-hold the busy members while a due callback still has none.
+
+        ``head`` is the first callback due after the pass; it lacks a member (the pass took
+        every free one it could) unless a live caller is ahead of it. Its wait is what the
+        pre-holds are for: without one, they all go back at once. Pre-held members that freed
+        up but are spoken for by our customers already in the queue (attempts holding no
+        member, as the pass counts them) go back too: app_queue rings them for those. One that
+        frees up while this pass runs stays: the watcher's signal brings the next pass for it.
+        """
+        assert self._book is not None
+        preholds = self._book.preholds
+        if head is None or (bound is not None and head[1] >= bound):
+            await preholds.release_queue(queue, "not_needed")
+            return
+        unreserved = sum(not a.holds_member for a in self._in_flight[queue].values())
+        freed = preholds.free(queue)
+        others = len(self._book.free_interfaces(queue)) - len(freed)
+        spoken_for = max(0, min(len(freed), unreserved - others))
+        if spoken_for:
+            await preholds.release_queue(queue, "not_taken", only=freed[:spoken_for])
+        ours = {r.interface for r in self._book.held(queue)} | set(
+            self._book.free_interfaces(queue)
+        )
+        await preholds.hold_busy(queue, skip=ours)
+        if preholds.free(queue):  # freed up while its pause was on its way: take it now
+            self._wake[queue].set()
+
+    async def _release_preholds(self, queue: str, why: str) -> None:
+        if self._book is not None:
+            await self._book.preholds.release_queue(queue, why)
+
+    async def reserved_members(self, queue: str) -> int:
+        """Members any instance holds for a callback: paused in ``queue`` and locked in Redis."""
+        # A pre-hold pauses and locks a *busy* member for no callback in particular: it is not
+        # a reservation until it frees up and a claim converts it (still paused ``<app>:hold``).
+        free = self._watcher.free_interfaces(queue)
+        paused = [
+            m.interface
+            for m in self._watcher.members(queue)
+            if m.paused and (m.interface in free or not m.paused_reason.endswith(f":{HOLD}"))
+        ]
+        locks = await asyncio.gather(*(self._store.member_lock(queue, i) for i in paused))
+        return sum(lock is not None for lock in locks)
 
     def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
         """Build the attempt and reserve its channel ids and member slot before dialling.

@@ -59,8 +59,12 @@ def _int(text: str) -> int:
         return 0
 
 
-def offer_settings(q: QueueConfig) -> offer.OfferSettings:
-    """The dialogue's settings for one queue (prompts, tries, timeouts)."""
+def offer_settings(q: QueueConfig, *, records: bool = True) -> offer.OfferSettings:
+    """The dialogue's settings for one queue (prompts, tries, timeouts).
+
+    ``records``: the front end can record the caller's message (ARI); FastAGI does not, so
+    its callers are never asked for one.
+    """
     return offer.OfferSettings(
         prompts=q.prompts.as_mapping(),
         max_tries=q.max_tries,
@@ -69,6 +73,8 @@ def offer_settings(q: QueueConfig) -> offer.OfferSettings:
         announce_wait=q.announce_wait,
         announce_position=q.announce_position,
         reasons=tuple((r.digit, r.name, r.media) for r in parse_reasons(q.reasons)),
+        record_s=q.record_message if records else 0,
+        record_silence_s=q.record_silence,
     )
 
 

@@ -8,6 +8,9 @@ ends by setting the dialplan location (return context) or, for a booked caller, 
 session ends any other way (error, timeout) the socket is closed and Asterisk continues after
 ``AGI()``: the dialplan should send the caller back to the queue there.
 
+It does not record the caller's message (``record_message``): that is ARI's
+``POST /channels/{id}/record``, and only the ARI offer asks for one.
+
 The wire (environment, replies, the listening socket) is ``agi.py``.
 """
 
@@ -69,7 +72,7 @@ class AgiOfferSession:
         self._clock: Clock = clock or SystemClock()
         self._caller_id = _known(agi.env.get("agi_callerid", "")) or None
         self._machine = offer.OfferMachine(
-            offer_settings(self._q),
+            offer_settings(self._q, records=False),  # no recorded message over FastAGI
             number_validator(self._q),
             caller_id=self._caller_id,
             position=entry.position,

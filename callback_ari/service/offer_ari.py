@@ -20,8 +20,8 @@ from callback_ari.asterisk import ari_events as ev
 from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
-from callback_ari.core import offer
-from callback_ari.errors import AriError, AriNotFound
+from callback_ari.core import offer, recordings
+from callback_ari.errors import AriConflict, AriError, AriNotFound, StoreError
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
@@ -77,6 +77,7 @@ class OfferSession:
         self._todo: deque[offer.Action] = deque()
         self._playback: tuple[str, int] | None = None  # (playback id, token)
         self._timer: tuple[float, int] | None = None  # (loop deadline, token)
+        self._recording: tuple[str, int] | None = None  # (recording name, token)
         self._ended = False
         self._stored: HeldCallback | None = None  # booked here: held until the line is down
         self.result: offer.OfferResult | None = None  # set when the dialogue has ended
@@ -126,6 +127,11 @@ class OfferSession:
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, channel_id=self.channel_id)
             await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
+        except (AriNotFound, AriConflict) as exc:
+            # 404/409 on the caller's own channel: it hung up (or left our app) before its
+            # StasisEnd reached us. Nothing to return to the queue; not an internal error.
+            log.info("offer.caller_gone", queue=q.name, channel_id=self.channel_id, error=str(exc))
+            self._ended = True
         except Exception as exc:  # any internal error: the caller goes back to the queue
             self._metrics.errors.labels("flow").inc()
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
@@ -162,6 +168,15 @@ class OfferSession:
                 self._playback = None
                 return offer.PlaybackDone(token)
             return None
+        if isinstance(event, ev.RecordingFinished | ev.RecordingFailed):
+            if self._recording is not None and self._recording[0] == event.name:
+                token = self._recording[1]
+                self._recording = None
+                if isinstance(event, ev.RecordingFailed):
+                    log.warning("offer.recording_failed", channel_id=self.channel_id,
+                                recording=event.name, cause=event.cause)  # fmt: skip
+                return offer.RecordingDone(token)
+            return None
         if isinstance(event, ev.ChannelHangupRequest | ev.StasisEnd | ev.ChannelDestroyed):
             self._ended = self._ended or isinstance(event, ev.StasisEnd | ev.ChannelDestroyed)
             return offer.Hangup()
@@ -174,7 +189,7 @@ class OfferSession:
                 self._playback = (playback_id, token)
                 try:
                     await self._ari.play(self.channel_id, media, playback_id, self._q.language)
-                except AriNotFound:
+                except (AriNotFound, AriConflict):
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
                 if self._playback is not None:
@@ -189,6 +204,9 @@ class OfferSession:
             case offer.Store(number=number, reason=reason):
                 result = await self._store_callback(number, reason)
                 self._todo.extend(self._machine.handle(result))
+            case offer.Record(callback_id=cb_id, max_s=max_s, silence_s=silence_s, token=token):
+                if not await self._record(cb_id, max_s, silence_s, token):
+                    self._todo.extend(self._machine.handle(offer.RecordingDone(token)))
             case offer.ContinueToQueue(reason=reason):
                 await self._back_to_queue(reason)
             case offer.HangupCall(reason=reason):
@@ -226,6 +244,31 @@ class OfferSession:
                 self._q.name, event.callback_id, self.channel_id, held_until
             )
         return event
+
+    async def _record(self, cb_id: str, max_s: int, silence_s: int, token: int) -> bool:
+        """Start recording the caller's message and keep its name on the callback at once,
+        so that a hang-up mid-message (or a crash) still leaves it attached and swept.
+        False if it could not start (the caller hears the farewell without it)."""
+        name = recordings.recording_name(cb_id)
+        try:
+            await self._ari.record(
+                self.channel_id, name, fmt=recordings.FORMAT, max_duration_s=max_s,
+                max_silence_s=silence_s, beep=True, terminate_on="#",
+            )  # fmt: skip
+        except (AriNotFound, AriConflict):  # gone, or out of our app: as for a play
+            self._todo.extend(self._machine.handle(offer.Hangup()))
+            return True
+        except AriError as exc:
+            log.warning("offer.recording_failed", channel_id=self.channel_id,
+                        recording=name, cause=str(exc))  # fmt: skip
+            return False
+        self._recording = (name, token)
+        log.info("offer.recording", queue=self._q.name, callback_id=cb_id, recording=name)
+        try:
+            await self._store.set_recording(cb_id, name)
+        except StoreError as exc:  # the sweep deletes it once the callback is final
+            log.warning("offer.recording_not_kept", callback_id=cb_id, error=str(exc))
+        return True
 
     async def _hand_back_booked(self) -> None:
         """The caller has a callback: back to the kit, which returns QUEUESTATUS=CALLBACK.

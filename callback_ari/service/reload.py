@@ -3,8 +3,9 @@
 Reloading must never drop a caller in a dialogue or a callback being dialled, so only settings
 read afresh for each decision are swapped in: every setting of a queue that exists in both the
 running and the new file (thresholds, prompts, hours, dial_template, retries, ...), and the log
-level, number masking and dialogue timeout. Links, listeners and identities (ARI, AMI, Redis,
-HTTP, AGI, the Stasis app name, the instance id) and the set of queues are fixed at start-up:
+level, number masking, dialogue timeout and recording retention. Links, listeners and
+identities (ARI, AMI, Redis, HTTP, AGI, the Stasis app name, the instance id) and the set of
+queues are fixed at start-up:
 a change to them is reported as needing a restart and the running value is kept.
 """
 
@@ -17,7 +18,9 @@ from callback_ari.config.loader import Config, QueueConfig
 from callback_ari.config.schema import QUEUE_PREFIX
 from callback_ari.config.settings import FIXED_SECTIONS
 
-RELOADABLE_GENERAL = frozenset({"log_level", "mask_numbers", "dialogue_timeout"})
+RELOADABLE_GENERAL = frozenset(
+    {"log_level", "mask_numbers", "dialogue_timeout", "recording_retention"}
+)
 
 
 @dataclass(frozen=True, slots=True)

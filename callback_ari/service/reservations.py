@@ -18,6 +18,8 @@ Rules, each a line below:
   AMI round trip), the reservation is released at once: it no longer holds anything.
 * Crashes: ``sweep`` (after every QueueStatus snapshot: start-up, reconnect, resync) unpauses
   any member paused with our reason whose reservation no live attempt of any instance holds.
+* A member pre-held while busy (``prehold.py``) becomes a reservation when it frees up: ``take``
+  hands it out before any ready member, already paused, so app_queue never had it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from callback_ari.clock import Clock, SystemClock
 from callback_ari.errors import AmiError, CallbackNotFound, StoreError
 from callback_ari.metrics import Metrics
 from callback_ari.models import State
+from callback_ari.service.prehold import HOLD, PreHolds
 from callback_ari.service.watcher import QueueWatcher
 from callback_ari.store.store import CallbackStore
 
@@ -108,6 +111,10 @@ class ReservationBook:
         self._drop_locks: list[Reservation] = []
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self.preholds = PreHolds(
+            store=store, watcher=watcher, ami=ami, owner=owner, prefix=self.prefix,
+            metrics=metrics, clock=self._clock,
+        )  # fmt: skip
 
     # --- queries ----------------------------------------------------------------------
 
@@ -115,10 +122,14 @@ class ReservationBook:
         return [r for r in self._held.values() if queue is None or r.queue == queue]
 
     def free_interfaces(self, queue: str) -> list[str]:
-        """Members of ``queue`` a claim may take: being paused by us first, then ready ones."""
+        """Members of ``queue`` a claim may take: being paused by us first, then pre-held ones
+        that freed up, then ready ones."""
         taking = [i for (q, i), t in self._taking.items() if q == queue and not t.lost]
         busy = {i for (q, i) in (*self._held, *self._taking) if q == queue}
-        return sorted(taking) + sorted(self._watcher.ready_interfaces(queue) - busy)
+        preheld = {h.interface for h in self.preholds.held(queue)}
+        freed = [i for i in self.preholds.free(queue) if i not in busy]
+        ready = self._watcher.ready_interfaces(queue) - busy - preheld
+        return sorted(taking) + freed + sorted(ready)
 
     # --- taking and releasing -----------------------------------------------------------
 
@@ -127,6 +138,8 @@ class ReservationBook:
         key = (queue, interface)
         if self._tg is None or key in self._held or key in self._taking:
             return
+        if self.preholds.holds(queue, interface):
+            return  # paused already: ``take`` converts it
         taking = _Taking(self.prefix + callback_id, self._claim_lock())
         self._taking[key] = taking
         self._tg.create_task(self._pause(queue, interface, taking), name=f"pause:{interface}")
@@ -153,10 +166,17 @@ class ReservationBook:
         A member ``prepause`` is pausing comes first (its pause is awaited); a member that has
         been ready for a while is only locked, and paused by ``hold`` once a callback was
         claimed, so a pass that finds nothing to claim does not flap the member's pause.
-        A member another instance locked is left alone: it is theirs.
+        A member another instance locked is left alone: it is theirs. A pre-held member that
+        freed up is handed over paused and locked (``PreHolds.convert``).
         """
         for interface in self.free_interfaces(queue):
             key = (queue, interface)
+            if key not in self._taking and (hold := self.preholds.convert(queue, interface)):
+                converted = self._taking[key] = _Taking(
+                    self.preholds.reason, hold.lock, locked=True, ok=True
+                )
+                converted.paused.set()
+                return interface
             taking = self._taking.get(key)
             if taking is not None:  # prepaused: its task locks and pauses
                 await taking.paused.wait()
@@ -292,6 +312,8 @@ class ReservationBook:
         queue = msg.get("Queue") or ""
         interface = msg.get("Interface") or ""
         name = msg.name.lower()
+        if self.preholds.apply(msg):
+            self._wake.set()  # its lock is deleted by the deadline loop
         taking = self._taking.get((queue, interface))
         if taking is not None and not taking.lost and name in ("agentcalled", "agentconnect"):
             taking.lost = True  # rung for a live caller before our pause: nothing to hold
@@ -306,7 +328,10 @@ class ReservationBook:
             self._drop(res, "logged_out")
         elif name == "queuememberpause":
             paused = (msg.get("Paused") or "") in ("1", "true", "yes")
-            if paused and (msg.get("PausedReason") or "") != res.reason:
+            reason = msg.get("PausedReason") or ""
+            if paused and reason == self.preholds.reason:
+                pass  # the pre-hold's own pause, seen late: this reservation re-paused it
+            elif paused and reason != res.reason:
                 self._drop(res, "agent_paused")
             elif not paused:
                 self._drop(res, "unpaused_by_other")
@@ -329,6 +354,8 @@ class ReservationBook:
                 await self._deadlines()
         finally:
             self._tg = None
+            # shutting down: a pre-hold waits for no one any more (the AMI link outlives us)
+            await asyncio.shield(self.preholds.release_all("shutdown"))
 
     async def _deadlines(self) -> None:
         while True:
@@ -341,6 +368,7 @@ class ReservationBook:
             dropped, self._drop_locks = self._drop_locks, []
             for res in dropped:
                 await self._unlock_quietly(res.queue, res.interface, (res.lock,))
+            await self.preholds.housekeep()
             now = time.monotonic()
             for res in [r for r in self._held.values() if r.deadline <= now]:
                 log.warning("reservation.deadline", queue=res.queue, member=res.interface,
@@ -363,7 +391,7 @@ class ReservationBook:
                 if not (member.paused and member.paused_reason.startswith(self.prefix)):
                     continue
                 key = (queue, member.interface)
-                if key in self._held or key in self._taking:
+                if key in self._held or key in self._taking or self.preholds.holds(*key):
                     continue
                 callback_id = member.paused_reason[len(self.prefix) :]
                 try:
@@ -372,12 +400,11 @@ class ReservationBook:
                     log.warning("reservation.sweep_failed", error=str(exc))
                     return cleared
                 locked_for = (lock or "").partition("|")[2]
-                if (
-                    lock is not None
-                    and locked_for == callback_id
-                    and await self._lock_is_live(lock)
-                ):
-                    continue  # another instance's live reservation
+                # a pre-hold (reason <app>:hold) is live while its holder's lock is, or the
+                # reservation it is being turned into
+                ours = locked_for == callback_id or callback_id == HOLD
+                if lock is not None and ours and await self._lock_is_live(lock):
+                    continue  # another instance's live reservation or pre-hold
                 try:
                     await ami.queue_pause(member.interface, False, queue=queue)
                 except AmiError as exc:
@@ -405,8 +432,10 @@ class ReservationBook:
         """
         owner, _, rest = lock.partition("|")
         if owner == self._owner:
-            return any(r.lock == lock for r in self._held.values()) or any(
-                t.lock == lock for t in self._taking.values()
+            return (
+                any(r.lock == lock for r in self._held.values())
+                or any(t.lock == lock for t in self._taking.values())
+                or self.preholds.owns(lock)
             )
         if rest.startswith("~") or not rest:
             return True

@@ -29,6 +29,7 @@ from callback_ari.core.hours import BusinessHours
 from callback_ari.core.reasons import parse_reasons
 from callback_ari.errors import AriError
 from callback_ari.metrics import Metrics
+from callback_ari.service import recordings
 from callback_ari.service.abandon import AbandonFollowUp
 from callback_ari.service.dispatcher import Dispatcher
 from callback_ari.service.gauges import Gauges
@@ -36,6 +37,7 @@ from callback_ari.service.grace import release_when_gone
 from callback_ari.service.intake import ENTRIES, HeldCallback, OfferEntry
 from callback_ari.service.offer_agi import AgiOffers
 from callback_ari.service.offer_ari import OfferSession
+from callback_ari.service.prehold import PreHold
 from callback_ari.service.recall import RecallCanceller
 from callback_ari.service.reload import ReloadPlan, plan_reload
 from callback_ari.service.reservations import Reservation, ReservationBook
@@ -208,21 +210,25 @@ class Service:
                 self.watcher.on_caller_leave(self.withdrawer.caller_left)
                 # the oldest live caller leaving may lift the virtual-hold gate for a callback
                 self.watcher.on_caller_leave(lambda queue, _c: self.wake_dispatch(queue))
-                async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
-                    tg.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
-                    tg.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
-                    tg.create_task(self.watcher.run())
-                    tg.create_task(self.dispatcher.run())
-                    tg.create_task(self.reservations.run())
-                    tg.create_task(self.withdrawer.run())
-                    tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
-                    tg.create_task(self._resync.run())
-                    tg.create_task(self.trends.run(self.store))
-                    for extra in self.extra_tasks():
-                        tg.create_task(extra)
-                    self.started.set()
-                    log.info("service.started", instance=self.owner, queues=list(cfg.queues))
+                self.watcher.on_member_free(self.dispatcher.member_free)
+                # The links outlive the workers: a worker's clean-up on shutdown (hanging up,
+                # unpausing reserved and pre-held members) still reaches Asterisk.
+                async with asyncio.TaskGroup() as links:
+                    links.create_task(ari.run_events(self._on_ari_event, self._on_ari_connect))
+                    links.create_task(self.ami.run(self._on_ami_event, self._on_ami_connect))
+                    async with asyncio.TaskGroup() as tg:
+                        self._tg = tg
+                        tg.create_task(self.watcher.run())
+                        tg.create_task(self.dispatcher.run())
+                        tg.create_task(self.reservations.run())
+                        tg.create_task(self.withdrawer.run())
+                        tg.create_task(self.gauges.run(self.store, in_flight=self._in_flight))
+                        tg.create_task(self._resync.run())
+                        tg.create_task(self.trends.run(self.store))
+                        for extra in self.extra_tasks():
+                            tg.create_task(extra)
+                        self.started.set()
+                        log.info("service.started", instance=self.owner, queues=list(cfg.queues))
         finally:
             self._tg = None
             self._resync = None
@@ -235,6 +241,14 @@ class Service:
         assert self.store is not None
         cfg = self.config
         tasks = [task for front_end in self._front_ends if (task := front_end(self)) is not None]
+        if self.ari is not None:
+            sweeper = recordings.RecordingSweeper(
+                ari=self.ari, store=self.store, clock=self.clock,
+                retention_s=cfg.general.recording_retention,
+            )  # fmt: skip
+            sweeper.reconfigure(cfg)
+            self.on_reload(sweeper.reconfigure)
+            tasks.append(sweeper.run())
         if cfg.agi.enabled:
             offers = AgiOffers(
                 store=self.store,
@@ -433,6 +447,10 @@ class Service:
     def held_reservations(self, queue: str) -> list[Reservation]:
         """The members this instance holds paused for callbacks in ``queue``."""
         return self.reservations.held(queue) if self.reservations is not None else []
+
+    def preheld_members(self, queue: str) -> list[PreHold]:
+        """The busy members this instance holds paused while a callback of ``queue`` waits."""
+        return self.reservations.preholds.held(queue) if self.reservations is not None else []
 
     def _wake_all(self) -> None:
         if self.dispatcher is not None:

@@ -33,6 +33,7 @@ class _QueueState:
     callers: dict[str, QueueCaller]  # by Uniqueid
     members: dict[str, QueueMember]  # by Interface
     ready: frozenset[str] = frozenset()
+    free: frozenset[str] = frozenset()  # ready but for a pause
 
 
 def _int(msg: AmiMessage, key: str, default: int = 0) -> int:
@@ -78,6 +79,7 @@ class QueueWatcher:
         self._shared_lastcall = shared_lastcall
         self._unknown_is_ready = unknown_is_ready
         self._on_ready: list[Callable[[str], None]] = []
+        self._on_free: list[Callable[[str], None]] = []
         self._on_join: list[CallerListener] = []
         self._on_leave: list[CallerListener] = []
         self._on_abandon: list[AbandonListener] = []
@@ -108,6 +110,11 @@ class QueueWatcher:
     def on_member_ready(self, fn: Callable[[str], None]) -> Callable[[], None]:
         """``fn(queue)`` whenever a member of ``queue`` turns ready; returns an unsubscriber."""
         return _subscribe(self._on_ready, fn)
+
+    def on_member_free(self, fn: Callable[[str], None]) -> Callable[[], None]:
+        """``fn(queue)`` whenever a member of ``queue`` frees up, paused or not (device free,
+        no call, wrap-up over); returns an unsubscriber."""
+        return _subscribe(self._on_free, fn)
 
     def on_caller_join(self, fn: CallerListener) -> Callable[[], None]:
         """``fn(queue, caller)`` when a caller joins (or is found by a resync)."""
@@ -155,6 +162,10 @@ class QueueWatcher:
     def ready_interfaces(self, queue: str) -> frozenset[str]:
         """Interfaces of the members of ``queue`` ready now (app_queue's rules, not in a call)."""
         return self._ready_set(self._state(queue), self._clock.now_ms(), self._busy())
+
+    def free_interfaces(self, queue: str) -> frozenset[str]:
+        """Interfaces of the members of ``queue`` that would be ready now but for a pause."""
+        return self._free_set(self._state(queue), self._clock.now_ms(), self._busy())
 
     def member(self, queue: str, interface: str) -> QueueMember | None:
         return self._state(queue).members.get(interface)
@@ -241,7 +252,7 @@ class QueueWatcher:
                 new.callers[caller.uniqueid] = caller
         for queue, new in fresh.items():
             old = self._states[queue]
-            new.ready = old.ready
+            new.ready, new.free = old.ready, old.free
             self._states[queue] = new
             for uid in old.callers.keys() - new.callers.keys():
                 self._notify(self._on_leave, old.callers[uid])
@@ -349,6 +360,13 @@ class QueueWatcher:
             if interface not in busy and m.is_ready(now, unknown_is_ready=self._unknown_is_ready)
         )
 
+    def _free_set(self, state: _QueueState, now: int, busy: set[str]) -> frozenset[str]:
+        return frozenset(
+            interface
+            for interface, m in state.members.items()
+            if interface not in busy and m.is_free(now, unknown_is_ready=self._unknown_is_ready)
+        )
+
     def _update_interface(
         self, interface: str, queue: str, *, in_call: bool, last_call_ms: int | None = None
     ) -> None:
@@ -406,6 +424,14 @@ class QueueWatcher:
     def _evaluate(self, now: int) -> None:
         busy = self._busy()
         for queue, state in self._states.items():
+            free = self._free_set(state, now, busy)
+            freed, state.free = free - state.free, free
+            if freed:
+                for fn in list(self._on_free):
+                    try:
+                        fn(queue)
+                    except Exception:
+                        log.exception("watcher.listener_error", listener="member_free")
             ready = self._ready_set(state, now, busy)
             gained, state.ready = ready - state.ready, ready
             if not gained:

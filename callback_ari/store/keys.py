@@ -37,6 +37,11 @@ INDEXES: dict[str, tuple[str, str]] = {
     "sched": ("zset", "pending, not yet due, score next_attempt_ms"),
     "retry": ("zset", "retry_wait, score next_attempt_ms"),
     "dial": ("zset", "dialing, score lease_expires_ms"),
+    "answered": (
+        "zset",
+        "connected moments ago, score until when (ms) it still counts as dialing (a dispatch "
+        "pass may not have seen its member busy yet)",
+    ),
     "age": ("zset", "every live callback, score created_ms (expiry by age)"),
     "nums": ("hash", "number -> id of the one live callback for (queue, number)"),
     "dnc": ("set", "do-not-call numbers (dial form): no abandon follow-up for them"),
@@ -52,7 +57,8 @@ MEMBER_KEYS: dict[str, tuple[str, str]] = {
     "res": (
         "string",
         '"<owner>|<callback id>": the member is reserved for that callback (PX = the '
-        'reservation deadline); "<owner>|~<n>" while a claim takes it',
+        'reservation deadline); "<owner>|~<n>" while a claim takes it; "<owner>|~hold<n>" '
+        "while it is pre-held (PX 15 s, refreshed)",
     ),
 }
 
@@ -78,6 +84,7 @@ FIELDS: dict[str, str] = {
     "lo": "lease_owner (current or last attempt)", "le": "lease_expires_ms (0 unless dialing)",
     "u": "updated_ms", "pr": "priority (seconds of boost)", "or": "origin", "po": "position",
     "rs": "reason (the caller's pick from the reason menu; absent when none)",
+    "rc": "recording (name of the caller's recorded message in ARI's stored recordings)",
 }  # fmt: skip
 REQUIRED_FIELDS: tuple[str, ...] = ("q", "n", "j", "c", "s", "a")
 INT_FIELDS: tuple[str, ...] = ("j", "c", "a", "na", "le", "u", "pr", "po")

@@ -64,12 +64,19 @@ def decode_record(key: str, cb_id: str, fields: Mapping[Any, Any] | str) -> Call
             origin=Origin(h.get("or", Origin.PHONE.value)),
             position=ints["po"],
             reason=h.get("rs", ""),
+            recording=h.get("rc", ""),
         )
     except KeyError as exc:
         raise CorruptRecord(key, f"missing field {exc.args[0]}") from None
     except ValueError as exc:
         raise CorruptRecord(key, f"bad value: {exc}") from None
 
+
+# How long a callback an agent has just answered still counts as dialing. The member is in a
+# call from that AgentConnect on, but a dispatch pass that read the members a moment before
+# (its own Redis round trips since, or another instance's AMI session that has not delivered
+# that AgentConnect yet) still counts it as ready: the callback keeps its slot until then.
+ANSWERED_GRACE_MS = 1000
 
 _COMMON = (
     keys.lua_header()
@@ -78,6 +85,9 @@ local NOW = tonumber(ARGV[2])
 local AUDIT_MAX = tonumber(ARGV[3])
 local TTL = tonumber(ARGV[4])
 local MOVE_LIMIT = 1000
+local ANSWERED_GRACE = """
+    + str(ANSWERED_GRACE_MS)
+    + r"""
 
 local function num(x) return string.format('%.0f', x) end
 local function report(list, key, why) table.insert(list, key); table.insert(list, why) end
@@ -259,12 +269,16 @@ CLAIM = (
 -- ARGV: 5 queue, 6 owner, 7 lease_ms, 8 join_before_ms ('' = no gate),
 --       9 max_dialing ('' = no cap): callbacks dialing in this queue, all instances together
 local q = ARGV[5]
-local bad = check_indexes(q, {ready = true, retry = true, sched = true, dial = true})
+local bad = check_indexes(
+  q, {ready = true, retry = true, sched = true, dial = true, answered = true})
 if bad then return {'corrupt', bad[1], bad[2]} end
 local reports = {}
 promote(q, reports)
-if ARGV[9] ~= '' and redis.call('ZCARD', kq(q, I_DIAL)) >= tonumber(ARGV[9]) then
-  return {'full', '', {}, reports}
+if ARGV[9] ~= '' then
+  local answered = kq(q, I_ANSWERED)
+  redis.call('ZREMRANGEBYSCORE', answered, '-inf', num(NOW))
+  local busy = redis.call('ZCARD', kq(q, I_DIAL)) + redis.call('ZCARD', answered)
+  if busy >= tonumber(ARGV[9]) then return {'full', '', {}, reports} end
 end
 local ready = kq(q, I_READY)
 local pos = 0
@@ -322,6 +336,9 @@ end
 if h.lo ~= owner then return {'bad', id, 'the lease belongs to another worker'} end
 if outcome == O_CONNECTED then
   finish(id, h, S_CONNECTED, outcome, cause, false)
+  local answered = kq(h.q, I_ANSWERED)
+  redis.call('ZADD', answered, num(NOW + ANSWERED_GRACE), id)
+  redis.call('PEXPIRE', answered, ANSWERED_GRACE + 1000)
 elseif ARGV[9] ~= '' and tonumber(h.a) < tonumber(ARGV[10]) then
   local at = num(tonumber(ARGV[9]))
   release_number(id, h)
@@ -453,6 +470,22 @@ return 1
 """
 )
 
+SET_RECORDING = (
+    _COMMON
+    + r"""
+-- The caller's recorded message belongs to the callback: keep its name on the record and say
+-- so in the audit stream (from = to: no transition). Idempotent.
+-- ARGV: 5 id, 6 recording name. Reply: 1 set, 0 no such record.
+local id, name = ARGV[5], ARGV[6]
+local h = load(id)
+if not h then return 0 end
+if h.rc == name then return 1 end
+redis.call('HSET', kcb(id), 'rc', name)
+audit(id, h.q, h.s, h.s, '', '', h.a, {'recording', name})
+return 1
+"""
+)
+
 FIND_LIVE = (
     _COMMON
     + r"""
@@ -532,7 +565,7 @@ return {out, reports}
 SCRIPTS: dict[str, str] = {
     "enqueue": ENQUEUE, "claim": CLAIM, "record_outcome": RECORD, "cancel": CANCEL,
     "expire": EXPIRE, "reclaim": RECLAIM, "renew": RENEW, "find_live": FIND_LIVE, "list": LIST,
-    "counts": COUNTS,
+    "counts": COUNTS, "set_recording": SET_RECORDING,
 }  # fmt: skip
 
 # Compare-and-swap of one member-reservation key (keys.MEMBER_KEYS), outside SCRIPTS: it needs

@@ -123,6 +123,7 @@ class CallbackStore:
         self._list = reg(store_scripts.LIST)
         self._counts = reg(store_scripts.COUNTS)
         self._release = reg(store_scripts.RELEASE)
+        self._set_recording = reg(store_scripts.SET_RECORDING)
         self._swap = reg(store_scripts.SWAP_IF)
 
     @property
@@ -308,6 +309,11 @@ class CallbackStore:
         """
         moved = await self._run("release", self._release, now_ms, cb_id, int(due_ms))
         return bool(moved)
+
+    async def set_recording(self, cb_id: str, name: str, *, now_ms: int | None = None) -> bool:
+        """Keep the name of the caller's recorded message on the callback (audited as
+        ``recording``); False if there is no such callback. Idempotent."""
+        return bool(await self._run("set_recording", self._set_recording, now_ms, cb_id, name))
 
     async def renew_lease(
         self, cb_id: str, owner: str, lease_ms: int, *, now_ms: int | None = None

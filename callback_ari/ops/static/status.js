@@ -263,6 +263,9 @@
     node.querySelector(".reserved").textContent = (q.reserved || []).length
       ? (q.reserved || []).map((r) => r.member + " for " + r.callback_id).join(", ")
       : "none";
+    node.querySelector(".preheld").textContent = (q.preheld || []).length
+      ? (q.preheld || []).map((h) => h.member).join(", ")
+      : "none";
     const today = q.today || {};
     tile(node, ".t-requested", today.requested ?? "–");
     tile(node, ".t-connected", today.connected ?? "–");
@@ -287,7 +290,8 @@
       q.pending.map((p) => [
         text("td", p.id), text("td", p.number), text("td", p.state.replace("_", " ")),
         text("td", p.attempts), text("td", when(p.next_attempt_at, now)),
-        text("td", p.reason || "-"), text("td", p.origin),
+        text("td", (p.reason || "-") + (p.recording ? " + message" : "")),
+        text("td", p.origin),
       ]),
       7, "No callbacks are waiting.",
     );

@@ -106,6 +106,10 @@ class Handlers:
             ("/channels/{channelId}/play", "POST"): self.play,
             ("/channels/{channelId}/play/{playbackId}", "POST"): self.play,
             ("/channels/{channelId}/dtmf", "POST"): self.dtmf,
+            ("/channels/{channelId}/record", "POST"): self.record,
+            ("/recordings/stored", "GET"): self.list_recordings,
+            ("/recordings/stored/{recordingName}", "GET"): self.get_recording,
+            ("/recordings/stored/{recordingName}", "DELETE"): self.delete_recording,
             ("/channels/{channelId}/variable", "GET"): self.get_var,
             ("/channels/{channelId}/variable", "POST"): self.set_var,
             ("/playbacks/{playbackId}", "GET"): self.get_playback,
@@ -310,6 +314,37 @@ class Handlers:
             between_ms=_int(p, "between", 100),
             duration_ms=_int(p, "duration", 100),
         )
+        return Reply(204)
+
+    def record(self, pv: Mapping[str, str], p: Params) -> Reply:
+        """POST /record: 201 + the LiveRecording; it ends on its own (events)."""
+        ch = self.pbx.control_up(pv["channelId"])
+        if not self.pbx.recording_dir:
+            raise AriFailure(500, "Internal Server Error", "Internal Server Error")
+        rec = self.pbx.media.record(
+            ch, str(p["name"]), str(p["format"]), _int(p, "maxDurationSeconds", 0),
+            _str(p, "terminateOn") or "none", _str(p, "ifExists") or "fail",
+        )  # fmt: skip
+        return Reply(201, rec.to_json("queued"), location=f"/ari/recordings/live/{rec.name}")
+
+    def list_recordings(self, pv: Mapping[str, str], p: Params) -> Reply:
+        """GET /recordings/stored."""
+        if not self.pbx.recording_dir:
+            raise AriFailure(500, "Internal Server Error", "Allocation failed")
+        stored = self.pbx.stored_recordings
+        return Reply(200, [{"name": n, "format": f} for n, f in sorted(stored.items())])
+
+    def get_recording(self, pv: Mapping[str, str], p: Params) -> Reply:
+        """GET /recordings/stored/{name}."""
+        fmt = self.pbx.stored_recordings.get(pv["recordingName"])
+        if fmt is None:
+            raise AriFailure(404, "Not Found", "Recording not found")
+        return Reply(200, {"name": pv["recordingName"], "format": fmt})
+
+    def delete_recording(self, pv: Mapping[str, str], p: Params) -> Reply:
+        """DELETE /recordings/stored/{name}."""
+        if self.pbx.stored_recordings.pop(pv["recordingName"], None) is None:
+            raise AriFailure(404, "Not Found", "Recording not found")
         return Reply(204)
 
     def get_var(self, pv: Mapping[str, str], p: Params) -> Reply:

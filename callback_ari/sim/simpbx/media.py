@@ -1,9 +1,10 @@
-"""Playbacks (queued per channel, timed by the sound catalog) and DTMF of the fake."""
+"""Playbacks (queued per channel, timed by the sound catalog), recordings and DTMF of the fake."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass, field
 
 from callback_ari.sim.simpbx.model import Channel, Playback
 from callback_ari.sim.simpbx.pbx import AriFailure, Pbx
@@ -13,11 +14,61 @@ DTMF_DURATION_MS = 100
 DTMF_BETWEEN_MS = 100
 
 
+@dataclass
+class LiveRecording:
+    """POST /channels/{id}/record in progress: ends on its time limit, the terminating key
+    or the channel's hang-up, and is then stored under its name."""
+
+    name: str
+    fmt: str
+    channel: Channel
+    terminate_on: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_json(self, state: str) -> dict[str, object]:
+        return {"name": self.name, "format": self.fmt, "state": state,
+                "target_uri": f"channel:{self.channel.id}"}  # fmt: skip
+
+
 class Media:
     """Plays media on channels and moves DTMF between them."""
 
     def __init__(self, pbx: Pbx) -> None:
         self.pbx = pbx
+        self.live: dict[str, LiveRecording] = {}  # channel id -> its recording
+
+    # --- recording -----------------------------------------------------------------------
+
+    def record(
+        self, ch: Channel, name: str, fmt: str, max_s: int, terminate_on: str, if_exists: str
+    ) -> LiveRecording:
+        """POST /record: 201, RecordingStarted; 409 if the name is taken and may not be."""
+        if ch.id in self.live or any(r.name == name for r in self.live.values()):
+            raise AriFailure(409, "Conflict", "Recording already in progress")
+        if name in self.pbx.stored_recordings and if_exists == "fail":
+            raise AriFailure(409, "Conflict", "Recording already exists")
+        if fmt not in ("wav", "gsm", "ulaw", "alaw", "sln"):
+            raise AriFailure(422, "Unprocessable Entity", "Unknown format")
+        rec = LiveRecording(name, fmt, ch, terminate_on)
+        self.live[ch.id] = rec
+        self.pbx.stasis.emit("RecordingStarted", [ch], {"recording": rec.to_json("recording")})
+        self.pbx.spawn(self._recording(rec, max_s))
+        return rec
+
+    async def _recording(self, rec: LiveRecording, max_s: int) -> None:
+        try:
+            async with asyncio.timeout(self.pbx.seconds(max_s) if max_s > 0 else None):
+                await rec.stop.wait()
+        except TimeoutError:
+            pass
+        self._store(rec)
+
+    def _store(self, rec: LiveRecording) -> None:
+        if self.live.get(rec.channel.id) is not rec:
+            return
+        del self.live[rec.channel.id]
+        self.pbx.stored_recordings[rec.name] = rec.fmt
+        self.pbx.stasis.emit("RecordingFinished", [rec.channel], {"recording": rec.to_json("done")})
 
     # --- playback ------------------------------------------------------------------------
 
@@ -86,7 +137,11 @@ class Media:
             self._publish(pb, "PlaybackContinuing")
 
     def fail_playbacks(self, ch: Channel) -> None:
-        """The channel hung up: the playing media ends 'failed', queued ones vanish."""
+        """The channel hung up: the playing media ends 'failed', queued ones vanish, a
+        recording is stored as far as it got."""
+        rec = self.live.get(ch.id)
+        if rec is not None:
+            self._store(rec)
         for pb in list(ch.playing):
             ch.playing.remove(pb)
             pb.state = "failed"
@@ -107,6 +162,9 @@ class Media:
         if not ch.alive:
             return
         self.pbx.emit("ChannelDtmfReceived", ch, {"digit": digit, "duration_ms": duration_ms})
+        rec = self.live.get(ch.id)
+        if rec is not None and (rec.terminate_on == "any" or rec.terminate_on == digit):
+            rec.stop.set()
         if ch.in_queue is not None:
             self.pbx.queues.on_digit(ch, digit)
 

@@ -64,6 +64,9 @@ class MediaPart(Protocol):
     def get(self, playback_id: str) -> Playback: ...
     def stop(self, playback_id: str) -> None: ...
     def fail_playbacks(self, ch: Channel) -> None: ...
+    def record(
+        self, ch: Channel, name: str, fmt: str, max_s: int, terminate_on: str, if_exists: str
+    ) -> Any: ...
     def dtmf_received(self, ch: Channel, digit: str, duration_ms: int) -> None: ...
     def send_dtmf(
         self,
@@ -118,6 +121,10 @@ class Pbx:
         self.channels: dict[str, Channel] = {}
         self.playbacks: dict[str, Playback] = {}
         self.bridges: dict[str, Bridge] = {}
+        self.stored_recordings: dict[str, str] = {}  # name -> format (ARI stored recordings)
+        # False: astspooldir/recording is missing, as on a fresh Debian install; Asterisk 22
+        # then answers 500 to listing and to recording
+        self.recording_dir = True
         self.globals: dict[str, str] = {}
         self.ami_listeners: list[AmiListener] = []
         self.ami_log: list[tuple[str, list[tuple[str, str]]]] = []
