@@ -153,6 +153,21 @@ class Attempt:
         return None, ""
 
 
+def whisper_variables(a: Attempt) -> dict[str, str]:
+    """What ``[callback-whisper]`` plays to the member: "callback", the reason, the message.
+
+    The recording is played from Asterisk's spool by name, so only a validated name goes in.
+    """
+    q, cb = a.queue, a.cb
+    recorded = bool(cb.recording)
+    return {
+        "CB_WHISPER": whisper_files(
+            q.prompts["whisper"], parse_reasons(q.reasons), cb.reason, recorded=recorded
+        ),
+        "CB_RECORDING": cb.recording if is_recording_name(cb.recording) else "",
+    }
+
+
 class AttemptRunner:
     """Runs attempts; knows ARI, the store and the prompts, not the dispatch policy."""
 
@@ -244,14 +259,7 @@ class AttemptRunner:
                 variables={
                     "CB_ID": a.cb.id,
                     "CB_PRIO": str(q.queue_priority),
-                    "CB_WHISPER": whisper_files(
-                        q.prompts["whisper"],
-                        parse_reasons(q.reasons),
-                        a.cb.reason,
-                        recorded=bool(a.cb.recording),
-                    ),
-                    # played by [callback-whisper] from Asterisk's spool (a validated name)
-                    "CB_RECORDING": a.cb.recording if is_recording_name(a.cb.recording) else "",
+                    **whisper_variables(a),
                 },
             )
         except AriConflict:
@@ -470,14 +478,7 @@ class AttemptRunner:
                     "CB_NUMBER": a.cb.number.lstrip("+"),
                     "CB_RING": str(q.ring_timeout),
                     "CB_CALLERID": q.caller_id,
-                    "CB_WHISPER": whisper_files(
-                        q.prompts["whisper"],
-                        parse_reasons(q.reasons),
-                        a.cb.reason,
-                        recorded=bool(a.cb.recording),
-                    ),
-                    # [callback-whisper] plays it after CB_WHISPER, as in customer-first
-                    "CB_RECORDING": a.cb.recording if is_recording_name(a.cb.recording) else "",
+                    **whisper_variables(a),  # [callback-whisper], as in customer-first
                     "CB_CONFIRM": playback_files(
                         (*q.prompts["callback_intro"], *q.prompts["callback_press1"])
                     ),
