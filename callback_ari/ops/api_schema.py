@@ -136,7 +136,14 @@ def parse_create(doc: object, config: Config, now_ms: int) -> CreateRequest:
     name = _text(body, "name", max_chars=MAX_NAME_CHARS, required=False)
     q = config.queues.get(queue_name)
     if q is None:
-        raise invalid("queue", "no such queue", "unknown_queue")
+        # Each instance serves the queues of its own PBX (README: several PBXs and instances).
+        served = ", ".join(sorted(config.queues)) or "none"
+        raise invalid(
+            "queue",
+            f"no such queue on this instance (it serves: {served}); send the request to an "
+            "instance of the PBX that hosts the queue",
+            "unknown_queue",
+        )
     if not q.enabled:
         raise invalid("queue", "callbacks are switched off for this queue", "queue_disabled")
     if not number:

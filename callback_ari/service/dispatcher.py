@@ -314,14 +314,14 @@ class Dispatcher:
                 # or whose reservation failed) will still take one of the ready members.
                 unreserved = sum(not a.holds_member for a in in_flight)
                 slots = max(0, len(book.free_interfaces(queue)) - unreserved)
-                max_dialing = None
+                # Another instance's customer waiting in the queue holds no member (it was
+                # unpaused for them): only the store's count, across instances, knows it.
+                max_dialing = ready + await self._reserved_members(queue)
             else:
                 slots = policy.dispatch_slots(ready_members=ready, in_flight=len(in_flight))
-                # Our callbacks already in the queue still hold a member; the store counts the
-                # dialing ones of every instance, so several instances together stay within
-                # `ready`.
-                connecting = sum(a.state is AttemptState.CONNECTING for a in in_flight)
-                max_dialing = ready - connecting
+                # The store counts the dialing callbacks of every instance, those continued
+                # into the queue and waiting for an agent included (dialing until AgentConnect).
+                max_dialing = ready
             starved = False  # a member was free but nothing could be claimed
             for _ in range(slots):
                 interface = await book.take(queue) if book is not None else None
@@ -353,6 +353,12 @@ class Dispatcher:
             if book is not None:  # what the fast path pauses a member for
                 self._head[queue] = None if starved else await self._store.first_due(queue)
         return started
+
+    async def _reserved_members(self, queue: str) -> int:
+        """Members any instance holds for a callback: paused in ``queue`` and locked in Redis."""
+        paused = [m.interface for m in self._watcher.members(queue) if m.paused]
+        locks = await asyncio.gather(*(self._store.member_lock(queue, i) for i in paused))
+        return sum(lock is not None for lock in locks)
 
     def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:
         """Build the attempt and reserve its channel ids and member slot before dialling.

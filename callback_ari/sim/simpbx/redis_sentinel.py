@@ -182,6 +182,27 @@ class SentinelSet:
         victim.stop(kill=True)
         return port
 
+    def revive(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again; return once the sentinels made it a synced replica of the
+        current master (the spare the next failover needs). Its data is gone: it resyncs."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = info(port)
+                master = self.current_master_port()
+            except (OSError, RuntimeError):
+                state, master = {}, None
+            if (
+                state.get("role") == "slave"
+                and state.get("master_port") == str(master)
+                and state.get("master_link_status") == "up"
+            ):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the revived node {port} did not become a synced replica in time")
+
     def current_master_port(self) -> int:
         for sentinel in self.sentinels:
             port = sentinel.master_port()
