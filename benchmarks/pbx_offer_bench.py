@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import resource
 import sys
 import time
 from collections import Counter
@@ -33,7 +32,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import aiohttp
-from offer_bench import Lag, behaviour
+from offer_bench import Lag, behaviour, cpu_s
 from pbx_rig import (
     ControlProbe,
     ServiceProcess,
@@ -74,11 +73,6 @@ def caller_number(i: int) -> str:
 
 def keyed_number(i: int) -> str:
     return f"31255{i:05d}"
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(slots=True)
@@ -293,12 +287,12 @@ async def step(box: Sandbox, redis_url: str, n: int, opts: Options) -> Step:
             await asyncio.sleep(IDLE_S)
             callers = Callers(h, n, f"bench{n}x{int(time.time()) % 10**6}", opts.spread_s)
             start = time.monotonic()
-            cpu0 = (cpu_of(ast), cpu_of(service.pid), own_cpu())
+            cpu0 = (cpu_of(ast), cpu_of(service.pid), cpu_s())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DEADLINE_S):
                     await callers.run()
             end = time.monotonic()
-            cpu1 = (cpu_of(ast), cpu_of(service.pid), own_cpu())
+            cpu1 = (cpu_of(ast), cpu_of(service.pid), cpu_s())
             result.window_s = end - start
             result.cpu = {
                 name: (b - a) / result.window_s

@@ -618,6 +618,23 @@ async def test_number_confirmed_just_before_hangup_is_kept(redis_url: str) -> No
         assert pbx.metric("callback_offer_results_total", queue="support", result="stored") == 1
 
 
+async def test_caller_gone_before_its_stasis_end_is_abandoned_not_an_error(
+    redis_url: str,
+) -> None:
+    # The caller's channel leaves our app and we have not heard it yet: the next request
+    # for it answers 409 (res/ari: "Channel not in Stasis application").
+    async with scenario(redis_url) as pbx:
+        alice = await asks_for_callback(pbx)
+        alice.ch.stasis_app = None  # silently: no StasisEnd reaches the service
+        alice.press("1")
+        await pbx.idle()
+
+        assert await pbx.callbacks() == []
+        assert not any(line.startswith("continue") for line in alice.transcript())
+        assert pbx.metric("callback_errors_total", area="flow") == 0
+        assert pbx.metric("callback_offer_results_total", queue="support", result="abandoned") == 1
+
+
 # --- barge-in and read-backs ----------------------------------------------------------------------
 
 

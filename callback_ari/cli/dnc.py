@@ -59,7 +59,7 @@ def add_handler(args: argparse.Namespace, config: Config) -> int:
         print(f"{'added' if added else 'already listed'}: {mask(number)} ({args.queue})")
         return EXIT_OK
 
-    return cli_inspect._run(config, work)
+    return cli_inspect.run_on_store(config, work)
 
 
 def remove_handler(args: argparse.Namespace, config: Config) -> int:
@@ -75,7 +75,7 @@ def remove_handler(args: argparse.Namespace, config: Config) -> int:
         print(f"removed: {mask(number)} ({args.queue})")
         return EXIT_OK
 
-    return cli_inspect._run(config, work)
+    return cli_inspect.run_on_store(config, work)
 
 
 def list_handler(args: argparse.Namespace, config: Config) -> int:
@@ -85,13 +85,13 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
         numbers = await store.dnc_list(args.queue)
         shown = numbers if args.unmasked else [mask(n) for n in numbers]
         if args.json:
-            cli_inspect._print_json(args, {"queue": args.queue, "numbers": shown})
+            cli_inspect.print_json(args, {"queue": args.queue, "numbers": shown})
         else:
             for n in shown:
                 print(n)
         return EXIT_OK
 
-    return cli_inspect._run(config, work)
+    return cli_inspect.run_on_store(config, work)
 
 
 COMMANDS: tuple[cli_inspect.InspectCommand, ...] = (

@@ -105,7 +105,7 @@ async def _open_store(config: Config) -> AsyncIterator[CallbackStore]:
         await client.aclose()
 
 
-def _run(
+def run_on_store(
     config: Config, work: Callable[[CallbackStore], Awaitable[int]], err: TextIO | None = None
 ) -> int:
     """Run ``work`` against the store; Redis trouble is one line on stderr and exit 3."""
@@ -219,7 +219,7 @@ def _out(args: argparse.Namespace) -> TextIO:
     return sys.stdout
 
 
-def _print_json(args: argparse.Namespace, doc: object) -> None:
+def print_json(args: argparse.Namespace, doc: object) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False), file=_out(args))
 
 
@@ -277,7 +277,7 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
         items = await store.list(queue=args.queue, state=state, limit=args.limit, cursor=0)
         shown = f"{len(items)} of {total} shown (--limit {args.limit})"
         if args.json:
-            _print_json(args, [_record(cb, args.unmasked) for cb in items])
+            print_json(args, [_record(cb, args.unmasked) for cb in items])
             if len(items) < total:
                 print(shown, file=sys.stderr)
             return ExitCode.OK
@@ -298,7 +298,7 @@ def list_handler(args: argparse.Namespace, config: Config) -> int:
             print("no callbacks", file=out)
         return ExitCode.OK
 
-    return _run(config, work)
+    return run_on_store(config, work)
 
 
 # --- show / cancel -------------------------------------------------------------------
@@ -328,7 +328,7 @@ def show_handler(args: argparse.Namespace, config: Config) -> int:
         record = _record(cb, args.unmasked)
         if args.json:
             record["history"] = [t.as_dict() for t in history]
-            _print_json(args, record)
+            print_json(args, record)
             return ExitCode.OK
         out = _out(args)
         shown = {
@@ -346,7 +346,7 @@ def show_handler(args: argparse.Namespace, config: Config) -> int:
             out.write(table(("AT", "EVENT", "STATE", "OUTCOME", "ATTEMPT"), rows))
         return ExitCode.OK
 
-    return _run(config, work)
+    return run_on_store(config, work)
 
 
 def cancel_handler(args: argparse.Namespace, config: Config) -> int:
@@ -368,12 +368,12 @@ def cancel_handler(args: argparse.Namespace, config: Config) -> int:
             print(f"callback-ari: cannot cancel {args.id}: {exc}", file=sys.stderr)
             return ExitCode.FAILED
         if args.json:
-            _print_json(args, _record(cb, args.unmasked))
+            print_json(args, _record(cb, args.unmasked))
         else:
             print(f"cancelled {cb.id} ({cb.queue}, {_number(cb, args.unmasked)})", file=_out(args))
         return ExitCode.OK
 
-    return _run(config, work)
+    return run_on_store(config, work)
 
 
 # --- stats / report ------------------------------------------------------------------
@@ -391,14 +391,14 @@ def stats_handler(args: argparse.Namespace, config: Config) -> int:
         names = list(config.queues) + sorted(set(counts) - set(config.queues))
         doc = {n: {s.value: counts.get(n, {}).get(s.value, 0) for s in State} for n in names}
         if args.json:
-            _print_json(args, doc)
+            print_json(args, doc)
             return ExitCode.OK
         headers = ("QUEUE", *(s.value.upper() for s in State), "TOTAL")
         rows = [(n, *per.values(), sum(per.values())) for n, per in doc.items()]
         _out(args).write(table(headers, rows))
         return ExitCode.OK
 
-    return _run(config, work)
+    return run_on_store(config, work)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -425,12 +425,12 @@ def report_handler(args: argparse.Namespace, config: Config) -> int:
         now = SystemClock().now_ms()
         report = await reports.load_report(store, now - int(args.since), now, by=args.by)
         if args.json:
-            _print_json(args, report.as_dict())
+            print_json(args, report.as_dict())
         else:
             _out(args).write(reports.render_table(report, args.by))
         return ExitCode.OK
 
-    return _run(config, work)
+    return run_on_store(config, work)
 
 
 COMMANDS: tuple[InspectCommand, ...] = (

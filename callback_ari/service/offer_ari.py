@@ -21,7 +21,7 @@ from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import offer
-from callback_ari.errors import AriError, AriNotFound
+from callback_ari.errors import AriConflict, AriError, AriNotFound
 from callback_ari.metrics import Metrics
 from callback_ari.models import Origin
 from callback_ari.service.intake import (
@@ -126,6 +126,11 @@ class OfferSession:
         except TimeoutError:
             log.warning("offer.dialogue_timeout", queue=q.name, channel_id=self.channel_id)
             await self._back_to_queue(offer.ContinueReason.DIALOGUE_TIMEOUT)
+        except (AriNotFound, AriConflict) as exc:
+            # 404/409 on the caller's own channel: it hung up (or left our app) before its
+            # StasisEnd reached us. Nothing to return to the queue; not an internal error.
+            log.info("offer.caller_gone", queue=q.name, channel_id=self.channel_id, error=str(exc))
+            self._ended = True
         except Exception as exc:  # any internal error: the caller goes back to the queue
             self._metrics.errors.labels("flow").inc()
             log.exception("offer.error", queue=q.name, channel_id=self.channel_id, error=str(exc))
@@ -174,7 +179,7 @@ class OfferSession:
                 self._playback = (playback_id, token)
                 try:
                     await self._ari.play(self.channel_id, media, playback_id, self._q.language)
-                except AriNotFound:
+                except (AriNotFound, AriConflict):
                     self._todo.extend(self._machine.handle(offer.Hangup()))
             case offer.StopPlayback():
                 if self._playback is not None:
