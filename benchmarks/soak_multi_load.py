@@ -35,6 +35,7 @@ PLANS = (("accept", 62), ("decline", 23), ("silent", 5), ("hangup_offer", 10))
 BEHAVIOURS = (("1", 82), ("2", 6), ("3", 6), ("6", 6))  # 555X: answer, busy, no answer, hangup
 AREAS = ("202", "212", "213", "305", "312", "404", "415", "503", "602", "617", "702", "713")
 REGULARS = 40
+AMI_CLASSES = "call,agent,user,system,dtmf"  # what the observer reads, nothing more
 REGULAR_SHARE = 0.15
 KEYS = {
     "sound:digits/1": {"accept": "1", "decline": "2"},  # the end of the offer
@@ -67,7 +68,7 @@ class Link:
     async def open(self, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
         while True:
-            h = Harness(self.pbx.box, subscribe_all=False, ami_classes="call,agent,user,system",
+            h = Harness(self.pbx.box, subscribe_all=False, ami_classes=AMI_CLASSES,
                         http_connections=20)  # fmt: skip
             try:
                 await h.__aenter__()

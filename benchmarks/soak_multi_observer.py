@@ -58,6 +58,7 @@ class Chan:
     cb_id: str = ""
     attempt: int = 0
     up: float = 0.0
+    pressed: float = 0.0  # the customer's "1" (DTMFEnd on the attempt channel)
     bridged: float = 0.0  # AgentConnect (customer_first) or DialEnd ANSWER (agent_first)
     destroyed: float = 0.0
 
@@ -167,6 +168,10 @@ class Observer:
             ch = self.channels.get(uid)
             if ch is not None and not ch.up:
                 ch.up = t
+        elif event == "DTMFEnd" and m.get("Digit") == "1":
+            ch = self.channels.get(uid)
+            if ch is not None and ch.kind == "attempt" and not ch.pressed:
+                ch.pressed = t
         elif event == "QueueCallerJoin":
             q = self.queues.get(m.get("Queue", ""))
             if q is not None and not ATTEMPT.match(uid):
@@ -313,6 +318,8 @@ class Observer:
                 ch.bridged = t
                 self.counts["customer_first_bridged"] += 1
                 self.waits["customer_first"].append((t - (ch.up or t), t - ch.created))
+                if ch.pressed:
+                    self.waits["customer_first_after_1"].append((t - ch.pressed, 0.0))
         else:
             q.live_connects.append(t)
             del q.live_connects[:-50]

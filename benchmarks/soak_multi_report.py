@@ -73,6 +73,12 @@ def wait_table(observer: Observer) -> str:
             f"  {mode:<15} {len(rows):>5} {_pct(w, 0.5) + ' / ' + _pct(w, 0.9):>38} "
             f"{_pct(idle, 0.5) + ' / ' + _pct(idle, 0.9):>32}"
         )
+    after = [r[0] for r in observer.waits.get("customer_first_after_1", [])]
+    lines.append(
+        f"  customer_first after the customer pressed 1 (DTMF seen on the channel): n "
+        f"{len(after)}, p50 {_pct(after, 0.5)}, p90 {_pct(after, 0.9)} (the scripted customer "
+        "presses 1 two seconds after answering)"
+    )
     lines.append(
         "  customer wait: customer_first = customer's channel Up -> AgentConnect; agent_first "
         "= customer leg Up -> DialEnd ANSWER.\n  agent idle: the member held for the callback "

@@ -4,7 +4,7 @@ Each PBX is an instance of the CI sandbox (``dialplan/sandbox/pbx``) started wit
 config folder (CBPBX_EXTRA) that replaces its queues with two of its own: one
 ``customer_first`` and one ``agent_first`` queue, two agents each. The agents are Local
 channels into ``[soakagents]``: they answer at once, set their Custom: device INUSE, talk
-10-20 s and hang up (device NOT_INUSE), so the PBX runs its agents by itself and a
+20-30 s and hang up (device NOT_INUSE), so the PBX runs its agents by itself and a
 ``core restart now`` keeps them (Custom: states live in the AstDB). The kit's per-queue blocks
 are copied for every queue, as the README tells an administrator.
 
@@ -131,7 +131,7 @@ def extra_config(pbx: PbxDef, directory: Path) -> Path:
         "exten => _[a-z].,1,Set(CHANNEL(hangup_handler_push)=soakagents-onhook,s,1(${EXTEN}))",
         " same => n,Answer()",
         " same => n,Set(DEVICE_STATE(Custom:${EXTEN})=INUSE)",
-        " same => n,Wait($[10 + ${STRFTIME(,,%3q)} % 11])",
+        " same => n,Wait($[20 + ${STRFTIME(,,%3q)} % 11])",
         " same => n,Hangup()",
         "[soakagents-onhook]",
         "exten => s,1,Set(DEVICE_STATE(Custom:${ARG1})=NOT_INUSE)",
