@@ -83,7 +83,7 @@ async def run_multi(s: MultiSettings) -> MultiReport:
             for pbx in pbxs:
                 await asyncio.to_thread(pbx.box.stop)
     finally:
-        await asyncio.to_thread(sentinels.close)
+        await asyncio.to_thread(sentinels.close, workdir / "redis")
 
 
 def _nodes(s: MultiSettings, pbxs: list[PbxDef], sentinels: Sentinels,
@@ -264,6 +264,7 @@ def main_multi(a: argparse.Namespace, argv: list[str]) -> int:
             "rate": a.rate,
             "seed": a.seed,
             "faults_per_type": a.faults_per_type,
+            "patience_mean": a.patience_mean,
             "drain_timeout": a.drain_timeout,
             "workdir": a.workdir,
         }.items()

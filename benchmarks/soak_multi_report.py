@@ -17,12 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from soak_checks import Row, StoreView, leak_rows, record_rows, render, summary_table
+from soak_checks import (
+    CLOCK_SLACK_MS,
+    Row,
+    StoreView,
+    leak_rows,
+    record_rows,
+    render,
+    summary_table,
+)
 from soak_multi_faults import FAULT_TYPES, FaultInjector
 from soak_multi_load import Load
 from soak_multi_observer import Observer
 from soak_multi_topology import PbxDef, ServiceNode, read_tasks
 from soak_procs import ProcSample
+
+from callback_ari.models import Callback
 
 if TYPE_CHECKING:
     from soak_multi import MultiSettings
@@ -117,6 +127,15 @@ def task_rows(nodes: list[ServiceNode]) -> list[Row]:
     return rows
 
 
+def _record(view: StoreView, cb_id: str, t: float) -> Callback | None:
+    """The record an attempt at ``t`` belongs to: none if the record with this id was created
+    after it (ids start again after the store lost its data; the promise rows count that)."""
+    cb = view.records.get(cb_id)
+    if cb is None or cb.created_ms > t * 1000 + CLOCK_SLACK_MS:
+        return None
+    return cb
+
+
 def _fairness(observer: Observer, view: StoreView, boost: int) -> list[Row]:
     rows = []
     for label, attr in (
@@ -126,7 +145,7 @@ def _fairness(observer: Observer, view: StoreView, boost: int) -> list[Row]:
         judged, details = 0, []
         for smp in observer.samples:
             oldest = smp.oldest_entry if attr == "entry" else smp.oldest_origin
-            cb = view.records.get(smp.cb_id)
+            cb = _record(view, smp.cb_id, smp.t)
             if oldest is None or cb is None:
                 continue
             judged += 1
@@ -155,8 +174,9 @@ def build_report(s: MultiSettings, workdir: Path, pbxs: list[PbxDef], load: Load
     host = {q.name: p.name for p in pbxs for q in p.queues}
     wrong = list(_of(observer, "wrong_pbx")) + list(_of(observer, "unknown_queue"))
     twice = []
-    for cb_id, chans in observer.attempts.items():
+    for cb_id, every in observer.attempts.items():
         cb = view.records.get(cb_id)
+        chans = [c for c in every if cb is None or _record(view, cb_id, c.created) is cb]
         if cb is not None:
             wrong += [f"{c.uid} on {c.pbx}, queue {cb.queue} is on {host.get(cb.queue)}"
                       for c in chans if host.get(cb.queue) != c.pbx]  # fmt: skip

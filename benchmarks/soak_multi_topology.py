@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -35,7 +36,7 @@ from callback_ari.ops.web import http_front_end
 from callback_ari.service.service import Service
 from callback_ari.sim.sandbox import Sandbox
 from callback_ari.sim.simpbx.redis_process import free_port
-from callback_ari.sim.simpbx.redis_sentinel import MASTER_NAME, SentinelSet, info
+from callback_ari.sim.simpbx.redis_sentinel import MASTER_NAME, SentinelSet, _command, info
 
 REPO = Path(__file__).resolve().parent.parent
 KIT = REPO / "dialplan" / "extensions_callback.conf"
@@ -149,10 +150,14 @@ def start_pbx(pbx: PbxDef, workdir: Path) -> None:
 
 
 def agents_ready(pbx: PbxDef) -> None:
-    """Every agent's phone idle (after a start, or a restart that cut their calls)."""
+    """Every agent's phone idle after a start or a restart that cut their calls, except an
+    agent already on a call again: the services redial within a second of the restart, and
+    resetting a talking agent's device would show them free (a first long soak did that)."""
+    busy = pbx.box.cli("core show channels concise")
     for q in pbx.queues:
         for a in q.agents:
-            pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
+            if f"Local/{a}@soakagents-" not in busy:
+                pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
 
 
 def wait_booted(box: Sandbox, within: float = 60.0) -> bool:
@@ -179,7 +184,16 @@ class Sentinels:
     def start(self) -> None:
         self.set.start()
 
-    def close(self) -> None:
+    def close(self, keep: Path | None = None) -> None:
+        """Stop everything; first copy the sentinels' and nodes' logs to ``keep``."""
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for log in Path(self.set._dir.name).glob("*.log"):
+                shutil.copy(log, keep / log.name)
+            for node in self.set.nodes:
+                log = node.data_dir / "redis.log"
+                if log.exists():
+                    shutil.copy(log, keep / f"redis-{node.port}.log")
         self.set.close()
 
     @property
@@ -196,9 +210,11 @@ class Sentinels:
         new = self.set.wait_promoted(old, timeout=60.0)
         promoted = time.monotonic() - t0
         victim = next(n for n in self.set.nodes if n.port == old)
-        # Back empty, so never as a master: a sentinel that has not yet caught up could
-        # otherwise make the empty node master again and every replica would copy nothing.
-        victim._extra = ("--replicaof", "127.0.0.1", str(new))
+        # Back empty, so never as a master, and never promotable before its sync is done
+        # (replica-priority 0): with down-after 1 s on a loaded machine the sentinels may fail
+        # over again meanwhile, and an empty replica promoted wipes every callback (the first
+        # long soak lost 132 promises that way, at its second failover).
+        victim._extra = ("--replicaof", "127.0.0.1", str(new), "--replica-priority", "0")
         victim.start()
         deadline = time.monotonic() + 60.0
         synced = False
@@ -209,6 +225,8 @@ class Sentinels:
                     synced = True
                     break
             time.sleep(0.2)
+        if synced:
+            _command(old, "CONFIG", "SET", "replica-priority", "100")
         return (
             f"{old}->{new} promoted in {promoted:.1f} s, old master back as replica "
             f"{'in ' + format(time.monotonic() - t0, '.1f') + ' s' if synced else 'NOT synced'}"
