@@ -1,6 +1,8 @@
 """Soak test: the real service under a generated call load and injected faults, then invariants.
 
     python benchmarks/soak.py --duration 1800 --seed 1 [--rate 3.2] [--agents 12] [--short]
+    python benchmarks/soak.py --topology multi --pbx s1:28688:25638:25173 \
+        --pbx s2:28788:25738:25273 --duration 1800 --rate 0.4     (real PBXs: soak_multi.py)
 
 What runs where: this process hosts the simulated Asterisk (``SimAsterisk``, our dialplan kit
 loaded) and a private ``redis-server`` with AOF on; the service runs as a real subprocess
@@ -221,8 +223,18 @@ async def _drain(s: SoakSettings, store: CallbackStore, observer: Observer) -> t
         await asyncio.sleep(0.5)
 
 
-def parse_args(argv: list[str] | None = None) -> SoakSettings:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument(
+        "--topology", choices=("sim", "multi"), default="sim",
+        help="sim: the simulated PBX (default); multi: 2 real sandbox PBXs x 2 instances + "
+        "Sentinel (soak_multi.py)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pbx", action="append", default=[], metavar="NAME:ARI:AMI:AGI",
+        help="multi: a sandbox instance and its ports (give it twice)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="multi: also write the report to this file")
     p.add_argument("--short", action="store_true", help="the CI variant (about a minute)")
     p.add_argument("--duration", type=float, help="seconds of arrivals (default 1800)")
     p.add_argument("--seed", type=int, default=1)
@@ -235,7 +247,11 @@ def parse_args(argv: list[str] | None = None) -> SoakSettings:
     p.add_argument("--drain-timeout", type=float)
     p.add_argument("--log-level", choices=("debug", "info", "warning"))
     p.add_argument("--workdir", type=Path, help="where configs and service logs go")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> SoakSettings:
+    a = _parser().parse_args(argv)
     base = short_settings(a.seed) if a.short else SoakSettings(seed=a.seed)
     changes: dict[str, object] = {
         k: v
@@ -264,6 +280,10 @@ def _split_agents(queues: tuple[QueueSpec, ...], total: int) -> tuple[QueueSpec,
 
 
 def main(argv: list[str] | None = None) -> int:
+    if _parser().parse_args(argv).topology == "multi":
+        from soak_multi import main_multi  # imported only here: it needs the real sandbox
+
+        return main_multi(_parser().parse_args(argv), sys.argv if argv is None else argv)
     settings = parse_args(argv)
     print(
         f"soak: {settings.duration:.0f} s, seed {settings.seed}, rate {settings.rate}/s", flush=True

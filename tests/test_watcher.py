@@ -439,6 +439,24 @@ def test_positions_follow_joins_priorities_and_leaves(clock: ManualClock) -> Non
     assert watcher.hold_time_s("q", "nobody") is None
 
 
+def test_a_caller_back_from_an_offer_keeps_the_first_join(clock: ManualClock) -> None:
+    """Declined the offer: back in Queue() "at the same position, same CB_JOIN" (README).
+    app_queue reports a new join (and Wait from it); the caller must still count as holding
+    since the first join, or callbacks booked after them are dialled ahead (soak, 2 PBXs)."""
+    watcher = QueueWatcher(["q"], clock)
+    watcher.apply(join("q", "u1", 1))
+    clock.advance(3)
+    watcher.apply(leave("q", "u1"))  # withdrawn for the offer
+    clock.advance(20)
+    watcher.apply(join("q", "u1", 1))  # declined: back at the position they left
+    assert watcher.oldest_join_ms("q") == BASE_MS
+    entry = ev("QueueEntry", Queue="q", Uniqueid="u1", Channel="PJSIP/u1-0001", Position=1, Wait=4)
+    watcher.load_snapshot([entry])  # a resync after an AMI reconnect: Wait from the new join
+    assert watcher.oldest_join_ms("q") == BASE_MS
+    watcher.apply(join("q", "u2", 2))  # a new caller: their own join
+    assert [c.join_time_ms for c in watcher.callers("q")] == [BASE_MS, BASE_MS + 23_000]
+
+
 def test_snapshot_resync_replaces_state(clock: ManualClock) -> None:
     watcher = QueueWatcher(["q", "other"], clock)
     rec = Recorder(watcher, clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -20,6 +21,7 @@ __all__ = ["CallerListener", "DeviceStatus", "QueueCaller", "QueueMember", "Queu
 log = structlog.get_logger(__name__)
 
 _MAX_TIMER_SLEEP_S = 60.0
+_FIRST_JOINS_KEPT = 20_000  # callers remembered for a return after an offer (~2 MB)
 _L = TypeVar("_L")
 
 
@@ -85,6 +87,10 @@ class QueueWatcher:
         self._on_abandon: list[AbandonListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {q: [] for q in self._states}
         self._wakeup = asyncio.Event()
+        # (queue, uniqueid) -> first join ms: a caller who declined an offer goes back to
+        # Queue() "at the same position, same CB_JOIN" (README); app_queue's QueueCallerJoin
+        # and Wait start over, so the first join is kept here (bounded: oldest dropped first)
+        self._first_join: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._handlers: dict[str, Callable[[str, AmiMessage, int], None]] = {
             "queuecallerjoin": self._caller_join,
             "queuecallerleave": self._caller_leave,
@@ -249,6 +255,7 @@ class QueueWatcher:
                 known = old.callers.get(caller.uniqueid)
                 if known is not None:  # keep the millisecond join time we saw
                     caller = dataclasses.replace(caller, join_time_ms=known.join_time_ms)
+                caller = self._keep_first_join(caller)
                 new.callers[caller.uniqueid] = caller
         for queue, new in fresh.items():
             old = self._states[queue]
@@ -289,7 +296,7 @@ class QueueWatcher:
 
     def _caller_join(self, queue: str, msg: AmiMessage, now: int) -> None:
         state = self._state(queue)
-        caller = self._caller_from(queue, msg, now)
+        caller = self._keep_first_join(self._caller_from(queue, msg, now))
         state.callers.pop(caller.uniqueid, None)
         for uid, other in state.callers.items():  # a priority caller is inserted ahead
             if other.position >= caller.position:
@@ -299,6 +306,20 @@ class QueueWatcher:
             "watcher.caller_join", queue=queue, channel=caller.channel, position=caller.position
         )
         self._notify(self._on_join, caller)
+
+    def _keep_first_join(self, caller: QueueCaller) -> QueueCaller:
+        """The caller's first join in this queue, if they were here before (back after an
+        offer); else remember this one."""
+        key = (caller.queue, caller.uniqueid)
+        first = self._first_join.get(key)
+        if first is None:
+            self._first_join[key] = caller.join_time_ms
+            if len(self._first_join) > _FIRST_JOINS_KEPT:
+                self._first_join.popitem(last=False)
+            return caller
+        if first < caller.join_time_ms:
+            return dataclasses.replace(caller, join_time_ms=first)
+        return caller
 
     def _caller_leave(self, queue: str, msg: AmiMessage, now: int) -> None:
         state = self._state(queue)
