@@ -36,7 +36,7 @@ from callback_ari.ops.web import http_front_end
 from callback_ari.service.service import Service
 from callback_ari.sim.sandbox import Sandbox
 from callback_ari.sim.simpbx.redis_process import free_port
-from callback_ari.sim.simpbx.redis_sentinel import MASTER_NAME, SentinelSet, _command, info
+from callback_ari.sim.simpbx.redis_sentinel import MASTER_NAME, SentinelSet
 
 REPO = Path(__file__).resolve().parent.parent
 KIT = REPO / "dialplan" / "extensions_callback.conf"
@@ -209,24 +209,15 @@ class Sentinels:
         old = self.set.kill_master()
         new = self.set.wait_promoted(old, timeout=60.0)
         promoted = time.monotonic() - t0
-        victim = next(n for n in self.set.nodes if n.port == old)
-        # Back empty, so never as a master, and never promotable before its sync is done
-        # (replica-priority 0): with down-after 1 s on a loaded machine the sentinels may fail
-        # over again meanwhile, and an empty replica promoted wipes every callback (the first
-        # long soak lost 132 promises that way, at its second failover).
-        victim._extra = ("--replicaof", "127.0.0.1", str(new), "--replica-priority", "0")
-        victim.start()
-        deadline = time.monotonic() + 60.0
-        synced = False
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                i = info(old)
-                if i.get("role") == "slave" and i.get("master_link_status") == "up":
-                    synced = True
-                    break
-            time.sleep(0.2)
-        if synced:
-            _command(old, "CONFIG", "SET", "replica-priority", "100")
+        # Back empty, so never promotable before its sync is done (``revive``): with
+        # down-after 1 s on a loaded machine the sentinels may fail over again meanwhile, and an
+        # empty replica promoted wipes every callback (the first long soak lost 132 promises
+        # that way, at its second failover).
+        try:
+            self.set.revive(old, timeout=60.0)
+            synced = True
+        except RuntimeError:
+            synced = False
         return (
             f"{old}->{new} promoted in {promoted:.1f} s, old master back as replica "
             f"{'in ' + format(time.monotonic() - t0, '.1f') + ' s' if synced else 'NOT synced'}"

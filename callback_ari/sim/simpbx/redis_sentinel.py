@@ -183,9 +183,13 @@ class SentinelSet:
         return port
 
     def revive(self, port: int, timeout: float = 30.0) -> None:
-        """Start a killed node again; return once the sentinels made it a synced replica of the
-        current master (the spare the next failover needs). Its data is gone: it resyncs."""
+        """Start a killed node again; return once it is a synced replica of the current master
+        (the spare the next failover needs). Its data is gone, so it comes back as a replica
+        that is not promotable (``replica-priority 0``) until its sync is done: promoted empty,
+        it would wipe every key (a second failover soon after the first can pick it)."""
         node = next(n for n in self.nodes if n.port == port)
+        master_port = self.current_master_port()
+        node._extra = ("--replicaof", "127.0.0.1", str(master_port), "--replica-priority", "0")
         node.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -199,6 +203,7 @@ class SentinelSet:
                 and state.get("master_port") == str(master)
                 and state.get("master_link_status") == "up"
             ):
+                _command(port, "CONFIG", "SET", "replica-priority", "100")
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the revived node {port} did not become a synced replica in time")
