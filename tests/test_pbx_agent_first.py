@@ -145,6 +145,13 @@ async def test_agent_first_machine_is_not_connected_releases_the_agent_and_is_re
     assert after_first.state in (State.RETRY_WAIT, State.PENDING)
     held = float(gone["_t"]) - float(aborted["_t"])
     assert held < 2.0, f"the agent was held {held:.2f} s after the machine was hung up"
+    # the member stays reserved while the agent hears the tone: nothing may ring it meanwhile
+    early = [
+        m for m in pbx.ami_events("QueueMemberPause", since=mark)
+        if m.get("Interface") == AGENT1 and m.get("Paused") == "0"
+        and float(aborted["_t"]) <= float(m["_t"]) < float(gone["_t"])
+    ]  # fmt: skip
+    assert not early, "the member was released while the agent was still on the call"
     assert (final.state, final.last_outcome, final.attempts) == (State.CONNECTED, "connected", 2)
     print(
         f"\nagent-first machine: beep+number {float(dial['_t']) - float(agent['_t']):.1f} s, "

@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 ANSWER_MARGIN_S = 5.0  # beyond the ring timeout before we give up on events
 DESTROY_GRACE_S = 0.25  # a Local ;1 destroy can precede the ;2 destroy that carries the cause
 JOIN_TIMEOUT_S = 5.0  # after continue: the customer's QueueCallerJoin is due within this
+AGENT_TONE_S = 3.0  # agent-first: the outcome tone (1 s in the kit) before the agent hangs up
 RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this much
 PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
@@ -512,6 +513,10 @@ class AttemptRunner:
                             dialstatus=item.status, cause=None, answered=False,
                             confirmed=False, technology=a.technology,
                         )  # fmt: skip
+                        # The agent hears the outcome's tone, then the dialplan hangs up:
+                        # the member stays ours until then, so no attempt rings it while
+                        # it is still on this call.
+                        await self._agent_leg_gone(a)
                         if outcome is Outcome.NOT_CONFIRMED:
                             return outcome, "agent_first/not-confirmed"
                         return outcome, f"agent_first/{item.status}"
@@ -527,6 +532,22 @@ class AttemptRunner:
         except TimeoutError:
             await self._hangup(a)
             return Outcome.ERROR, "agent_first/timeout"
+
+    async def _agent_leg_gone(self, a: Attempt) -> None:
+        """Until the agent's leg of an agent-first attempt has hung up (the dialplan plays
+        ``AGENT_TONE_S`` at most of busy/congestion tone first); if it has not by then, hang
+        it up: the agent is released either way."""
+        try:
+            async with asyncio.timeout(AGENT_TONE_S):
+                while True:
+                    item = await a.events.get()
+                    if isinstance(item, ChannelLost) or (
+                        isinstance(item, QueueSeen) and item.event == "Hangup"
+                    ):
+                        return
+        except TimeoutError:
+            log.warning("callback.agent_leg_stuck", callback_id=a.cb.id, channel_id=a.channel_id)
+            await self._hangup(a)
 
     async def _release(self, a: Attempt, why: str) -> None:
         """Give the reserved member back (unpause); never raises."""
