@@ -410,7 +410,7 @@ class Dispatcher:
             for m in self._watcher.members(queue)
             if m.paused and (m.interface in free or not m.paused_reason.endswith(f":{HOLD}"))
         ]
-        locks = await asyncio.gather(*(self._store.member_lock(queue, i) for i in paused))
+        locks = await self._store.member_locks(queue, paused)  # one round trip per pass
         return sum(lock is not None for lock in locks)
 
     def _reserve(self, cb: Callback, q: QueueConfig, *, agent: str | None = None) -> Attempt:

@@ -557,6 +557,14 @@ class CallbackStore:
         raw = await self._guard("member_lock", self._r.get(self.key("q", queue, "res", interface)))
         return None if raw is None else as_text(raw)
 
+    async def member_locks(self, queue: str, interfaces: Sequence[str]) -> Sequence[str | None]:
+        """``member_lock`` of each of ``interfaces``, in one round trip (MGET)."""
+        if not interfaces:
+            return []
+        keys = [self.key("q", queue, "res", i) for i in interfaces]
+        raw = await self._guard("member_locks", self._r.mget(keys))
+        return [None if r is None else as_text(r) for r in raw]
+
 
 def _check_queue(queue: str) -> None:
     if not queue or any(c.isspace() or c in "{}" for c in queue):
