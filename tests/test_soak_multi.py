@@ -1,6 +1,6 @@
 """Short multi-PBX soak: 2 real sandbox PBXs x 2 service instances, one Sentinel set, every fault.
 
-About 40 s of callers on both PBXs (each with a customer_first and an agent_first queue) while
+About a minute of callers on both PBXs (each with a customer_first and an agent_first queue) while
 the Redis master is SIGKILLed (Sentinel failover), one PBX runs ``core restart now``, an ARI
 and an AMI socket are dropped and one instance is SIGKILLed and restarted; then the load
 drains and every invariant of ``benchmarks/soak_multi_report.py`` must hold. PBX names and
@@ -33,8 +33,8 @@ async def test_short_multi_pbx_soak_keeps_every_invariant_under_every_fault(
     if (reason := boxes[0].unavailable()) is not None:
         pytest.skip(reason)
     settings = MultiSettings(
-        boxes, duration=40.0, rate=1.0, seed=3, faults_per_type=1, patience_mean=8.0,
-        drain_timeout=75.0, sample_interval=2.0, workdir=tmp_path, progress=False,
+        boxes, duration=60.0, rate=1.2, seed=3, faults_per_type=1, patience_mean=8.0,
+        drain_timeout=120.0, sample_interval=2.0, workdir=tmp_path, progress=False,
         timing=QueueTiming(max_attempts=2, retry_interval=2),  # a short drain
     )  # fmt: skip
     report = await run_multi(settings)
