@@ -135,6 +135,19 @@ def interesting(fields: Fields) -> bool:
     return "Response" in d
 
 
+def paced(fields: Fields) -> bool:
+    """Counted to pace the replay: not RequestBadFormat, whose delivery varies (split_late)."""
+    return interesting(fields) and name_of(fields) != "RequestBadFormat"
+
+
+def split_late(
+    messages: list[list[tuple[str, str]]],
+) -> tuple[list[list[tuple[str, str]]], list[list[tuple[str, str]]]]:
+    """(the RequestBadFormat events, the other messages), each in order."""
+    late = [m for m in messages if name_of(m) == "RequestBadFormat"]
+    return late, [m for m in messages if name_of(m) != "RequestBadFormat"]
+
+
 def device_states(messages: list[Fields]) -> list[tuple[str, str]]:
     out = []
     for fields in messages:
@@ -169,7 +182,7 @@ class AmiClient:
 
     async def wait_count(self, n: int) -> None:
         async with asyncio.timeout(10):
-            while len([m for m in self.messages if interesting(m)]) < n:
+            while len([m for m in self.messages if paced(m)]) < n:
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -209,7 +222,7 @@ async def test_ami_transcript_replay(sim: SimAsterisk, asterisk_data: Path) -> N
         if b.kind == "recv" and "Channel" in dict(b.fields) and "Uniqueid" in dict(b.fields)
     }
     for block in blocks:
-        if block.kind == "recv" and interesting(block.fields):
+        if block.kind == "recv" and paced(block.fields):
             seen[block.conn] = seen.get(block.conn, 0) + 1
         delay = start + (block.t - t0) * SCALE - loop.time()
         if block.kind in ("banner", "sent", "cli") and delay > 0:
@@ -259,6 +272,11 @@ async def test_ami_transcript_replay(sim: SimAsterisk, asterisk_data: Path) -> N
         got = client.messages
         want_i = [comparable(f) for f in want if interesting(f)]
         got_i = [comparable(f) for f in got if interesting(f)]
+        # Asterisk queues RequestBadFormat behind one or two later responses of the same
+        # session, varying from run to run: compared in their own order, not among the rest
+        late, want_i = split_late(want_i)
+        got_late, got_i = split_late(got_i)
+        assert got_late == late, conn
         assert [name_of(f) for f in got_i] == [name_of(f) for f in want_i], conn
         for i, (g, w) in enumerate(zip(got_i, want_i, strict=True)):
             assert [k for k, _ in g] == [k for k, _ in w], f"{conn} #{i} {name_of(w)} keys"

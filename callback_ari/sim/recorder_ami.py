@@ -151,7 +151,11 @@ async def parts(box: Sandbox, out: AmiTranscript, tg: asyncio.TaskGroup) -> None
     mark = len(ami.messages)
     await ami.action(("Action", "QueueWithdrawCaller"), ("Queue", "support"), ("Caller", caller),
                      ("WithdrawInfo", "cb-offer-42"), ("ActionID", "wd-1"))  # fmt: skip
-    await asyncio.sleep(0.5)
+    # Queue() acts on the withdrawal within its own ~0.5 s wait loop: wait for it, so the
+    # second (unknown caller) withdrawal is always sent after the first took effect
+    async with asyncio.timeout(5):
+        await ami.wait(event("QueueCallerAbandon", Channel=caller), mark)
+    await asyncio.sleep(0.3)
     await ami.action(("Action", "QueueWithdrawCaller"), ("Queue", "support"),
                      ("Caller", "Local/nobody@qcaller-deadbeef;2"), ("WithdrawInfo", "x"),
                      ("ActionID", "wd-2"))  # fmt: skip
