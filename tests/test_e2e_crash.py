@@ -19,6 +19,7 @@ import pytest
 
 from callback_ari.config.loader import parse_config
 from callback_ari.models import Callback, State
+from callback_ari.service.attempt import REACHED_VAR_PREFIX, RESUMED_CAUSE
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from callback_ari.store.store import CallbackStore
 from tests.harness import KIT, QUEUE_DEFAULTS
@@ -168,9 +169,13 @@ async def test_sigkill_mid_dial_is_redialled_once_the_lease_expires(
         assert monitor.violations == []
 
 
+@pytest.mark.parametrize("after_crash", ["still_talking", "call_over", "older_callbacks_mark"])
 async def test_sigkill_after_the_customer_confirmed_does_not_call_them_again(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, after_crash: str
 ) -> None:
+    """Killed once the customer was continued into the queue: a call still up is found over
+    ARI; a call already over (they talked while no instance watched) by the kit's AstDB mark,
+    unless the mark is another (older) callback's with the same id: then we redial."""
     async with (
         SimAsterisk(time_scale=1.0, dialplan=KIT) as sim,
         store_view(redis_url) as store,
@@ -182,7 +187,7 @@ async def test_sigkill_after_the_customer_confirmed_does_not_call_them_again(
         path = tmp_path / "callback_ari.conf"
         path.write_text(text)
         cb = await enqueue(store, "support", "2025550811", int(time.time() * 1000) - 60_000)
-        first = f"cb-{cb.id}-a1"
+        first, second = f"cb-{cb.id}-a1", f"cb-{cb.id}-a2"
         proc = await start_service_process(path, tmp_path / "service-1.log")
 
         def continued() -> bool:
@@ -203,6 +208,13 @@ async def test_sigkill_after_the_customer_confirmed_does_not_call_them_again(
         await sim.wait_ami_event("AgentConnect", Channel=sim.pbx.channels[first].name)
         crashed = await store.get(cb.id)
         assert (crashed.state, crashed.attempts) == (State.DIALING, 1)
+        mark = REACHED_VAR_PREFIX + cb.id
+        assert sim.pbx.globals[mark] == str(cb.created_ms)  # [callback-connect]'s CB_MARK
+        if after_crash != "still_talking":
+            assert sim.agent_hangup(first)
+            await sim.wait_for(lambda: all(c.id != first for c in sim.channels()))
+        if after_crash == "older_callbacks_mark":
+            sim.pbx.globals[mark] = str(cb.created_ms - 86_400_000)  # ids restarted since
 
         async with serve(parse_config(text, env={})):
 
@@ -212,12 +224,23 @@ async def test_sigkill_after_the_customer_confirmed_does_not_call_them_again(
             async with asyncio.timeout(20):
                 await until(resolved)
         rec = await store.get(cb.id)
-        assert (rec.state, rec.last_cause) == (State.CONNECTED, "answered/connected-before-restart")
+        assert mark not in sim.pbx.globals  # dropped once the outcome was recorded
+        asked = [r for r in sim.requests if r.path == "/ari/asterisk/variable"]
+        if after_crash == "older_callbacks_mark":
+            assert dialled(sim) == [first, second]
+            assert rec.attempts == 2
+            return
+        assert (rec.state, rec.last_cause) == (State.CONNECTED, RESUMED_CAUSE)
         assert dialled(sim) == [first]  # never rung again
-        assert any(c.id == first for c in sim.channels())  # still talking to agent1
+        if after_crash == "still_talking":
+            assert any(c.id == first for c in sim.channels())  # still talking to agent1
         assert ("DELETE", f"/ari/channels/{first}") not in [
             (r.method, r.path) for r in sim.requests
         ]
+        # read only when the call was gone, then dropped
+        assert [(r.method, r.query.get("variable")) for r in asked] == (
+            [] if after_crash == "still_talking" else [("GET", mark)]
+        ) + [("POST", mark)]
 
 
 RACE_CALLBACKS = 1000

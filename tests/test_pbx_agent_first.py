@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from callback_ari.models import Callback, Origin, State
+from callback_ari.service.attempt import REACHED_VAR_PREFIX
 from callback_ari.sim.sandbox import AmiMessage, Harness, Sandbox
 from callback_ari.store.store import CallbackStore
 from tests.harness import running_service, store_for
@@ -82,6 +83,8 @@ async def test_agent_first_whispers_the_reason_and_bridges_after_the_customer_pr
                 dial = await pbx.wait_ami(ami_is("DialBegin", Uniqueid=agent_leg), since=mark)
                 customer = dial["DestUniqueid"]
                 confirm = await pbx.wait_ami(runs(customer, "Read"), since=mark)
+                marked = await pbx.wait_ami(runs(customer, "ExecIf", "callback-agent-confirm"),
+                                            since=mark)  # fmt: skip
                 entered = {
                     channel: await pbx.wait_ami(ami_is("BridgeEnter", Uniqueid=channel), since=mark)
                     for channel in (customer, agent_leg)
@@ -89,6 +92,10 @@ async def test_agent_first_whispers_the_reason_and_bridges_after_the_customer_pr
             cb = await settled(store, cb.id)
     finally:
         await client.aclose()
+    # the customer's 1 marked it as reached (a retry after a crash would not ring them
+    # again); the service dropped the mark once it had recorded the outcome
+    assert marked["AppData"] == f"1?Set(GLOBAL(CB_REACHED_{cb.id})={cb.created_ms})"
+    assert not await pbx.getvar(REACHED_VAR_PREFIX + cb.id)
     assert whisper["AppData"] == "callback-announce&auth-thankyou"  # "callback", "billing"
     assert "queue-thankyou&vm-press&digits/1" in confirm["AppData"]  # the customer-first prompt
     assert confirm["Context"] == "callback-agent-confirm"

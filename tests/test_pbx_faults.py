@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from callback_ari.service.attempt import REACHED_VAR_PREFIX, RESUMED_CAUSE
 from callback_ari.sim.sandbox import Harness, Sandbox
 from tests.pbx_service import (
     ServiceProcess,
@@ -204,6 +205,36 @@ async def test_sigkill_mid_attempt_redials_once_the_old_call_is_gone(
         assert most_in_flight(pbx.watch.ari) == 1
         assert attempts(pbx) == [first, second]
         assert cb["attempts"] == 2
+
+
+async def test_sigkill_while_the_customer_talks_to_the_agent_never_calls_them_again(
+    pbx: Harness, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> None:
+    """Killed once the customer reached the agent; the call ends before the service is back.
+    The channel is gone, but the kit's mark (set by the agent's whisper gosub) tells the
+    restarted service they were connected: recorded so, not rung again, and the mark dropped."""
+    await pbx.device("agent2", "UNAVAILABLE")
+    await pbx.set_global("AGENT_TALK", "2")
+    async with service(sandbox, redis_url, tmp_path) as svc:
+        cb_id = await svc.request_callback("2125551506")
+        first = f"cb-{cb_id}-a1"
+        async with asyncio.timeout(30):
+            await pbx.wait_ami(
+                lambda m: m.get("Event") == "AgentConnect" and m.get("Uniqueid") == first
+            )
+        svc.kill()
+        assert svc.proc is not None and await svc.proc.wait() == -9
+        async with asyncio.timeout(15):
+            await gone(pbx, first)  # the agent hung up after AGENT_TALK: nobody watched
+        mark = REACHED_VAR_PREFIX + cb_id
+        assert await pbx.getvar(mark)  # set while the service was down, still there
+        await svc.start()
+        async with asyncio.timeout(30):
+            cb = await settles(svc, cb_id, "connected", "failed")
+        await asyncio.sleep(1.0)  # room for a wrong redial to show
+        assert (cb["state"], cb["last_cause"]) == ("connected", RESUMED_CAUSE)
+        assert attempts(pbx) == [first]
+        assert not await pbx.getvar(mark)
 
 
 async def test_service_stopped_mid_dialogue_returns_the_caller(

@@ -369,6 +369,17 @@ class AriClient:
         """``GET /asterisk/info`` (``system.version``, ``system.entity_id``, ...)."""
         return await self._object("GET", "/asterisk/info")
 
+    async def get_global(self, name: str) -> str:
+        """``GET /asterisk/variable``: a global dialplan variable, "" when it is unset."""
+        value = (await self._object("GET", "/asterisk/variable", {"variable": name})).get("value")
+        if not isinstance(value, str):
+            raise AriError("GET /asterisk/variable: answer has no string 'value'")
+        return value
+
+    async def unset_global(self, name: str) -> None:
+        """``POST /asterisk/variable`` without a value: Asterisk 22 removes the global."""
+        await self._request("POST", "/asterisk/variable", {"variable": name})
+
     async def _object(
         self, method: str, path: str, params: Mapping[str, str] | None = None
     ) -> dict[str, Any]:

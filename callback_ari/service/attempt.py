@@ -56,6 +56,12 @@ RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this mu
 PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
+# Once a callback reached an agent, the dialplan kit sets the global CB_REACHED_<CB_ID> to
+# CB_STAMP ([callback-whisper], [callback-agent-confirm]): a retry after the instance was
+# killed mid-call reads it; the stamp (created_ms) tells this callback from an older one with
+# the same id. Not AstDB: Asterisk blocks DB() writes from channels that ARI started.
+REACHED_VAR_PREFIX = "CB_REACHED_"
+REACHED_STAMP_VAR = "CB_STAMP"
 
 
 class AttemptState(StrEnum):
@@ -166,7 +172,13 @@ def whisper_variables(a: Attempt) -> dict[str, str]:
             q.prompts["whisper"], parse_reasons(q.reasons), cb.reason, recorded=recorded
         ),
         "CB_RECORDING": cb.recording if is_recording_name(cb.recording) else "",
+        REACHED_STAMP_VAR: reached_stamp(cb),
     }
+
+
+def reached_stamp(cb: Callback) -> str:
+    """What the kit sets ``REACHED_VAR_PREFIX + cb.id`` to once ``cb`` reached an agent."""
+    return str(cb.created_ms)
 
 
 class AttemptRunner:
@@ -210,6 +222,8 @@ class AttemptRunner:
                         outcome, cause = await self._wait_for_agent(a)
                     await self._release(a, "attempt_ended")
                     await self._record(a, outcome, cause)
+                    if a.answered or outcome is Outcome.CONNECTED:  # the kit may have marked it
+                        await self._forget_reached(a)
                 finally:
                     keeper.cancel()
             self._on_released(a, outcome)
@@ -614,9 +628,10 @@ class AttemptRunner:
 
         The previous call still up outside Stasis means the customer pressed 1 and was
         continued into the queue, and the instance died before recording it: they are
-        connected, so say so instead of cutting them off and ringing them again. Any other
-        leftover call (still ringing, or answered and waiting in Stasis for the "press 1")
-        is hung up before we dial.
+        connected, so say so instead of cutting them off and ringing them again. A previous
+        call already over may have reached an agent while no instance watched (killed
+        mid-call): the kit's mark says so. Any other leftover call (still ringing, or
+        answered and waiting in Stasis for the "press 1") is hung up before we dial.
         """
         if a.cb.attempts <= 1:
             return False
@@ -624,7 +639,7 @@ class AttemptRunner:
         try:
             channel = await self._ari.get_channel(previous)
         except AriNotFound:
-            return False
+            return await self._reached_agent_before(a)
         if channel.state == "Up" and channel.app_name != "Stasis":
             log.warning(
                 "callback.previous_call_connected",
@@ -645,6 +660,27 @@ class AttemptRunner:
         except TimeoutError:
             log.warning("callback.previous_call_lingers", callback_id=a.cb.id, channel_id=previous)
         return False
+
+    async def _reached_agent_before(self, a: Attempt) -> bool:
+        """Whether the kit marked this callback as having reached an agent (a global variable).
+
+        If ARI cannot tell us, or the kit is older than the mark, we dial.
+        """
+        try:
+            mark = await self._ari.get_global(REACHED_VAR_PREFIX + a.cb.id)
+        except AriError as exc:
+            log.warning("callback.reached_unknown", callback_id=a.cb.id, error=str(exc))
+            return False
+        if mark != reached_stamp(a.cb):
+            return False
+        log.warning("callback.previous_call_reached_agent", callback_id=a.cb.id)
+        return True
+
+    async def _forget_reached(self, a: Attempt) -> None:
+        """Drop the kit's mark once the attempt's outcome is recorded: the record is the truth
+        from then on, and Asterisk keeps no global per callback."""
+        with contextlib.suppress(AriError):
+            await self._ari.unset_global(REACHED_VAR_PREFIX + a.cb.id)
 
     async def _until_gone(self, channel_ids: tuple[str, ...]) -> None:
         """Return once Asterisk no longer knows any of ``channel_ids``; the caller bounds it."""

@@ -166,8 +166,12 @@ class Handlers:
         return Reply(200, {"value": value or ""})
 
     def set_global(self, pv: Mapping[str, str], p: Params) -> Reply:
-        """POST /asterisk/variable."""
-        self.pbx.globals[str(p["variable"])] = _str(p, "value") or ""
+        """POST /asterisk/variable; without a value Asterisk 22 removes the variable."""
+        value = _str(p, "value")
+        if value is None:
+            self.pbx.globals.pop(str(p["variable"]), None)
+        else:
+            self.pbx.globals[str(p["variable"])] = value
         return Reply(204)
 
     # --- applications ----------------------------------------------------------------------

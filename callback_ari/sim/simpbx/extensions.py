@@ -93,6 +93,8 @@ exten => {q},1,NoOp(callback-ari: callback ${{CB_ID}} joins ${{EXTEN}})
  same => n,Set(QUEUE_PRIO=${{IF($["${{CB_PRIO}}" = ""]?10:${{CB_PRIO}})}})
  same => n,Set(__CB_WHISPER=${{CB_WHISPER}})
  same => n,Set(__CB_RECORDING=${{CB_RECORDING}})
+ same => n,Set(__CB_MARK=${{CB_ID}})
+ same => n,Set(__CB_MARK_STAMP=${{CB_STAMP}})
  same => n,Queue(${{EXTEN}},,,,,,callback-whisper,,1)
  same => n,Hangup()
 """

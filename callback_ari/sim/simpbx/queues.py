@@ -338,6 +338,8 @@ class Queues:
         pbx.set_var(ch, "BRIDGEPEER", a1.name)
         e.member, e.legs, e.bridge = m, (a1, a2), bridge
         a1.agent_for = a2.agent_for = ch
+        if mark := ch.variables.get("CB_MARK"):  # the kit's [callback-whisper] on the member
+            pbx.globals[f"CB_REACHED_{mark}"] = ch.variables.get("CB_MARK_STAMP", "")
         e.connected_at = time.time()
         q.hold_total += hold
         q.talking.append(e)
