@@ -125,10 +125,11 @@ async def test_healthy_install_passes_every_check_and_exits_0(
         "dialplan.1@callback-exit": "PASS",
         "dialplan.support@callback-return": "PASS",
         "dialplan.support@callback-connect": "PASS",
+        "dialplan.reached_mark": "PASS",
         "redis": "PASS",
         "redis.persistence": "PASS",
     }, out
-    assert out.rstrip().endswith("13 checks: 0 failed, 0 warnings")
+    assert out.rstrip().endswith("14 checks: 0 failed, 0 warnings")
     assert "fix:" not in out
     assert ARI_PASSWORD not in out
 
@@ -202,6 +203,26 @@ async def test_queue_without_the_callback_connect_extension_fails(
     assert "dialplan reload" in connect.fix
     assert found["dialplan.sales@callback-return"].status is Status.FAIL
     assert not any(name.startswith("dialplan.support") for name in found)
+
+
+@pytest.mark.parametrize("mode", ["customer_first", "agent_first"])
+async def test_a_kit_from_before_the_crash_mark_is_a_warning_with_the_lines_to_copy(
+    redis_url: str, mode: str
+) -> None:
+    """The lines that set CB_MARK and CB_REACHED_<id> removed, as in a kit installed before."""
+    old_kit = "\n".join(
+        line for line in KIT.splitlines() if "CB_MARK" not in line and "CB_REACHED_" not in line
+    )
+    async with SimAsterisk(time_scale=0.05, dialplan=old_kit) as old:
+        old.add_queue("support", ["agent1"])
+        findings = await doctor(old, redis_url, queues={"support": {"dialing_mode": mode}})
+    mark = by_check(findings)["dialplan.reached_mark"]
+    assert mark.status is Status.WARN
+    where = "s@callback-agent-confirm" if mode == "agent_first" else "support@callback-connect"
+    assert where in mark.detail and "called again" in mark.detail
+    assert "extensions_callback.conf" in mark.fix
+    others = {name: f.status for name, f in failures(findings).items()}
+    assert others == {"dialplan.reached_mark": Status.WARN, "redis.persistence": Status.WARN}
 
 
 async def test_connect_context_that_does_not_exist_fails_naming_the_key(

@@ -32,16 +32,18 @@ from callback_ari.errors import (
     StoreError,
 )
 from callback_ari.ops import freepbx
+from callback_ari.ops.doctor_kit import (
+    KIT_AGENT_CONFIRM_CONTEXT,
+    KIT_EXIT_CONTEXT,
+    KIT_OFFER_CONTEXT,
+    KIT_QUEUE_CONTEXT,
+    check_reached_mark,
+)
 from callback_ari.ops.doctor_recordings import check_recordings
 from callback_ari.store.store import connect_redis
 
 CHECK_TIMEOUT_S = 10.0
 RESERVE_PROBE = "Local/callback-ari-check@invalid"  # a member no queue has: unpausing it is a no-op
-# The kit's own contexts (dialplan/extensions_callback.conf); the service never names them.
-KIT_QUEUE_CONTEXT = "callback-queue"
-KIT_OFFER_CONTEXT = "callback-offer"
-KIT_EXIT_CONTEXT = "callback-exit"
-KIT_AGENT_CONFIRM_CONTEXT = "callback-agent-confirm"  # agent-first: Dial's U() "press 1"
 MIN_ASTERISK = 21  # Asterisk 21 dropped Queue()'s macro argument; the kit passes position 9th
 DEFAULT_LANGUAGE = "en"  # asterisk.conf defaultlanguage, what a channel has unless set
 # Files Asterisk's say-number and say-digits use for the read-back and the wait estimate.
@@ -246,6 +248,7 @@ class Doctor:
             await self._check_queues(ami)
             is_freepbx = await self._detect_freepbx(ami)
             await self._check_contexts(ami, on_freepbx=is_freepbx)
+            await check_reached_mark(ami, self._cfg, self._report)
             if is_freepbx:
                 self._check_freepbx_queues()
         finally:
