@@ -29,9 +29,10 @@ from callback_ari.core.backoff import Backoff
 from callback_ari.core.queue_model import DeviceStatus
 from callback_ari.errors import AmiUnavailable, ApplicationReplaced
 from callback_ari.models import Callback, Origin, State
+from callback_ari.service.attempt import REACHED_VAR_PREFIX
 from callback_ari.service.service import Service
 from callback_ari.sim.simpbx.model import Channel
-from callback_ari.sim.simpbx.redis_process import free_port
+from callback_ari.sim.simpbx.redis_process import RedisProcess, free_port
 from callback_ari.sim.simpbx.sim import SimAsterisk
 from callback_ari.store.store import CallbackStore, connect_redis
 from tests.harness import KIT, REPO, running_service, service_config, store_for, wait_prompt
@@ -299,6 +300,42 @@ async def test_callback_attempt_in_flight_during_outage_is_recorded_and_retried_
             assert [r.query["channelId"] for r in sim.originates] == [first, second]
     finally:
         await client.aclose()
+
+
+async def test_outcome_reached_while_redis_is_down_is_recorded_once_it_is_back(
+    sim: SimAsterisk,
+) -> None:
+    """Redis goes away after the customer answered and comes back after AgentConnect: the
+    "connected" is stored on a retry, never lost to the lease (which would ring them again)."""
+    with RedisProcess(appendonly=True) as redis:
+        client, store = await store_for(redis.url)
+        cb, _ = await store.enqueue(
+            queue="support", number=NUMBER, caller_name="Alice", source_channel="earlier",
+            join_time_ms=int(time.time() * 1000) - 60_000, origin=Origin.PHONE,
+        )  # fmt: skip
+        await client.aclose()
+        sim.set_number_behaviour(NUMBER, "answer")
+        config = service_config(sim, redis.url, general={"lease_seconds": 20})
+        with capture_logs() as logs:
+            async with running_service(config):
+                sim.set_devstate("Custom:agent1", "NOT_INUSE")
+                first = f"cb-{cb.id}-a1"
+                await wait_prompt(sim, first, "vm-press")
+                redis.stop()
+                sim.press_digit(first, "1")
+                await sim.wait_ami_event("AgentConnect", Channel=sim.pbx.channels[first].name)
+                await asyncio.sleep(1.0)  # the outcome is known and cannot be stored
+                redis.start()
+                client, store = await store_for(redis.url)
+                try:
+                    done = await state_leaves(store, cb.id, State.DIALING)
+                finally:
+                    await client.aclose()
+    assert (done.state, done.attempts, done.last_outcome) == (State.CONNECTED, 1, "connected")
+    assert [r.query["channelId"] for r in sim.originates] == [first]
+    events = [e["event"] for e in logs]
+    assert "callback.record_retry" in events and "callback.record_failed" not in events
+    assert REACHED_VAR_PREFIX + cb.id not in sim.pbx.globals  # recorded: the mark is dropped
 
 
 # --- AMI outage ------------------------------------------------------------------------------

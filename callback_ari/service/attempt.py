@@ -34,7 +34,14 @@ from callback_ari.core import outcomes, policy
 from callback_ari.core.prompts import playback_files
 from callback_ari.core.reasons import parse_reasons, whisper_files
 from callback_ari.core.recordings import is_recording_name
-from callback_ari.errors import AriConflict, AriError, AriNotFound, AriUnavailable, StoreError
+from callback_ari.errors import (
+    AriConflict,
+    AriError,
+    AriNotFound,
+    AriUnavailable,
+    StoreError,
+    StoreUnavailable,
+)
 from callback_ari.masking import mask
 from callback_ari.metrics import Metrics
 from callback_ari.models import (
@@ -54,6 +61,8 @@ JOIN_TIMEOUT_S = 5.0  # after continue: the customer's QueueCallerJoin is due wi
 AGENT_TONE_S = 3.0  # agent-first: the outcome tone (1 s in the kit) before the agent hangs up
 RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this much
 PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
+RECORD_RETRY_FIRST_S = 0.25  # an outcome not stored (Redis unreachable) is retried after this,
+RECORD_RETRY_MAX_S = 2.0  # doubling up to this, for at most half the lease
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
 # Once a callback reached an agent, the dialplan kit sets the global CB_REACHED_<CB_ID> to
@@ -221,8 +230,9 @@ class AttemptRunner:
                     if a.confirmed and outcome is Outcome.CONNECTED:  # continued into the queue
                         outcome, cause = await self._wait_for_agent(a)
                     await self._release(a, "attempt_ended")
-                    await self._record(a, outcome, cause)
-                    if a.answered or outcome is Outcome.CONNECTED:  # the kit may have marked it
+                    recorded = await self._record(a, outcome, cause)
+                    # the kit may have marked it; once recorded, the record is the truth
+                    if recorded and (a.answered or outcome is Outcome.CONNECTED):
                         await self._forget_reached(a)
                 finally:
                     keeper.cancel()
@@ -575,25 +585,40 @@ class AttemptRunner:
 
     # --- store, lease, cleanup ----------------------------------------------------------
 
-    async def _record(self, a: Attempt, outcome: Outcome, cause: str) -> None:
+    async def _record(self, a: Attempt, outcome: Outcome, cause: str) -> bool:
+        """Store the attempt's outcome; False if that failed (the lease then runs out and
+        the callback is retried, the kit's mark telling a retry that it was connected).
+
+        Redis unreachable (a Sentinel failover takes a few seconds) is retried for up to half
+        the lease: recording is idempotent, and the lease keeper runs meanwhile.
+        """
         q = a.queue
         now = self._clock.now_ms()
         final = (outcome is Outcome.REJECTED and cause.startswith("refused/")) or (
             outcome is Outcome.ABANDONED
         )
-        try:
-            updated = await self._store.record_outcome(
-                a.cb.id,
-                self._owner,
-                outcome=outcome,
-                cause=cause,
-                retry_at_ms=policy.next_attempt_ms(now, q.retry_interval, a.cb.attempts),
-                max_attempts=a.cb.attempts if final else q.max_attempts,
-            )
-        except StoreError as exc:
-            self._metrics.errors.labels("store").inc()
-            log.error("callback.record_failed", callback_id=a.cb.id, error=str(exc))
-            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._lease_ms / 2000
+        pause = RECORD_RETRY_FIRST_S
+        while True:
+            try:
+                updated = await self._store.record_outcome(
+                    a.cb.id,
+                    self._owner,
+                    outcome=outcome,
+                    cause=cause,
+                    retry_at_ms=policy.next_attempt_ms(now, q.retry_interval, a.cb.attempts),
+                    max_attempts=a.cb.attempts if final else q.max_attempts,
+                )
+                break
+            except StoreUnavailable as exc:
+                if loop.time() + pause > give_up:
+                    return self._record_failed(a, exc)
+                log.warning("callback.record_retry", callback_id=a.cb.id, error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECORD_RETRY_MAX_S)
+            except StoreError as exc:
+                return self._record_failed(a, exc)
         self._metrics.attempts.labels(q.name, outcome.value).inc()
         self._metrics.callback_finished(updated, now)
         log.info(
@@ -608,6 +633,12 @@ class AttemptRunner:
             number=mask(a.cb.number),
             duration_ms=int((time.monotonic() - a.started) * 1000),
         )
+        return True
+
+    def _record_failed(self, a: Attempt, exc: StoreError) -> bool:
+        self._metrics.errors.labels("store").inc()
+        log.error("callback.record_failed", callback_id=a.cb.id, error=str(exc))
+        return False
 
     async def _keep_lease(self, a: Attempt) -> None:
         interval = max(1.0, self._lease_ms / 3000)
