@@ -302,6 +302,41 @@ async def test_callback_attempt_in_flight_during_outage_is_recorded_and_retried_
         await client.aclose()
 
 
+async def test_a_channel_list_taken_while_an_originate_is_in_flight_does_not_end_it(
+    sim: SimAsterisk, redis_url: str
+) -> None:
+    """An ARI resync lists the channels after the attempt began but before Asterisk made its
+    call (seen in the multi-PBX soak: the customer answered and was recorded as a hang-up,
+    then rung again). The missing call must not end the attempt."""
+    client, store = await store_for(redis_url)
+    try:
+        cb, _ = await store.enqueue(
+            queue="support", number=NUMBER, caller_name="Alice", source_channel="earlier",
+            join_time_ms=int(time.time() * 1000) - 60_000, origin=Origin.PHONE,
+        )  # fmt: skip
+        sim.set_number_behaviour(NUMBER, "answer")
+        async with running_service(service_config(sim, redis_url)):
+            sim.hold_originates()
+            sim.set_devstate("Custom:agent1", "NOT_INUSE")
+            await state_leaves(store, cb.id, State.PENDING)  # claimed: the originate is next
+            await asyncio.sleep(0.3)  # ... and held by the PBX
+            listed = len([r for r in sim.requests if r.path == "/ari/channels"])
+            down = await ari_outage(sim, clean=False)
+            await ari_back(sim, down)  # the reconnect lists the channels: ours is not there
+            await until(
+                sim, lambda: len([r for r in sim.requests if r.path == "/ari/channels"]) > listed
+            )
+            sim.hold_originates(False)
+            first = f"cb-{cb.id}-a1"
+            await wait_prompt(sim, first, "vm-press")
+            sim.press_digit(first, "1")
+            done = await state_leaves(store, cb.id, State.DIALING)
+        assert (done.state, done.attempts, done.last_outcome) == (State.CONNECTED, 1, "connected")
+        assert [r.query["channelId"] for r in sim.originates] == [first]
+    finally:
+        await client.aclose()
+
+
 async def test_outcome_reached_while_redis_is_down_is_recorded_once_it_is_back(
     sim: SimAsterisk,
 ) -> None:

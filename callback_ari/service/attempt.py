@@ -146,6 +146,8 @@ class Attempt:
     confirmed: bool = False
     reservation: Reservation | None = None
     started: float = field(default_factory=time.monotonic)
+    # when Asterisk answered the originate: a channel list taken before may not show the call
+    originated: float | None = None
 
     @property
     def holds_member(self) -> bool:
@@ -295,6 +297,7 @@ class AttemptRunner:
                 return Outcome.ERROR, "error/ari-unavailable"
         except AriError as exc:
             return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
+        a.originated = time.monotonic()
         a.state = AttemptState.RINGING
         answered = await self._await_answer(a)
         if answered is not None:
@@ -516,6 +519,7 @@ class AttemptRunner:
             return Outcome.ERROR, "error/duplicate-channel-id"
         except AriError as exc:
             return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
+        a.originated = time.monotonic()
         a.state = AttemptState.RINGING
         try:
             async with asyncio.timeout(agent_first_seconds(q)):

@@ -197,8 +197,10 @@ class Dispatcher:
         """
         live = {c.id: c for c in channels}
         for attempt in self.attempts():
-            if attempt.started >= listed_at:
-                continue  # originated after the list was taken: its absence means nothing
+            if attempt.originated is None or attempt.originated >= listed_at:
+                # its originate was still in flight when the list was taken (soak: a call
+                # answered in that window was ended as a hang-up): its absence means nothing
+                continue
             if not any(cid in live for cid in attempt.channel_ids):
                 attempt.lost()
                 continue

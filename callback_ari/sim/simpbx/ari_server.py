@@ -22,6 +22,7 @@ from callback_ari.sim.simpbx.spec import Match, RouteTable, SpecError
 log = structlog.get_logger(__name__)
 
 REALM = "Asterisk REST Interface"
+ORIGINATES = frozenset({"originate", "originateWithId"})  # POST /channels, /channels/{id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,9 @@ class AriServer:
         self.routes = RouteTable.load()
         self.handlers = Handlers(pbx)
         self.requests: list[RequestRecord] = []
+        # cleared: originates wait before Asterisk has made the channel (hold_originates)
+        self.originates_open = asyncio.Event()
+        self.originates_open.set()
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
@@ -186,6 +190,8 @@ class AriServer:
             return _response(_error(invalid.status, invalid.reason, invalid.message))
         if matched.route.template == "/events":
             return await self._websocket(request, params)
+        if matched.operation.nickname in ORIGINATES:
+            await self.originates_open.wait()
         reply = self._dispatch(matched, params)
         self._log(request, body, reply.status)
         return _response(reply)

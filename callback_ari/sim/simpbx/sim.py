@@ -166,6 +166,14 @@ class SimAsterisk:
         """Half-open AMI: sockets stay up but nothing is answered or sent while frozen."""
         self.ami.frozen = frozen
 
+    def hold_originates(self, hold: bool = True) -> None:
+        """Hold every originate request before Asterisk has made its channel (until False):
+        a request in flight while something else looks at the PBX."""
+        if hold:
+            self.ari.originates_open.clear()
+        else:
+            self.ari.originates_open.set()
+
     def send_ari_raw(self, text: str, app: str = "callback-ari") -> bool:
         """Send one text frame verbatim on the app's events socket; False if none is open."""
         sink = self.pbx.stasis.apps[app].sink if app in self.pbx.stasis.apps else None
