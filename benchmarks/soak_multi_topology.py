@@ -3,8 +3,8 @@
 Each PBX is an instance of the CI sandbox (``dialplan/sandbox/pbx``) started with an extra
 config folder (CBPBX_EXTRA) that replaces its queues with two of its own: one
 ``customer_first`` and one ``agent_first`` queue, two agents each. The agents are Local
-channels into ``[soakagents]``: they answer at once, set their Custom: device INUSE, talk
-20-30 s and hang up (device NOT_INUSE), so the PBX runs its agents by itself and a
+channels into ``[soakagents]``: they answer at once, set their Custom: device RINGING then
+INUSE, talk 20-30 s and hang up (device NOT_INUSE), so the PBX runs its agents by itself and a
 ``core restart now`` keeps them (Custom: states live in the AstDB). The kit's per-queue blocks
 are copied for every queue, as the README tells an administrator.
 
@@ -130,6 +130,8 @@ def extra_config(pbx: PbxDef, directory: Path) -> Path:
         "",
         "[soakagents]",
         "exten => _[a-z].,1,Set(CHANNEL(hangup_handler_push)=soakagents-onhook,s,1(${EXTEN}))",
+        # RINGING first, as a phone does: app_queue then always hears the change to INUSE
+        " same => n,Set(DEVICE_STATE(Custom:${EXTEN})=RINGING)",
         " same => n,Answer()",
         " same => n,Set(DEVICE_STATE(Custom:${EXTEN})=INUSE)",
         " same => n,Wait($[20 + ${STRFTIME(,,%3q)} % 11])",
@@ -152,12 +154,20 @@ def start_pbx(pbx: PbxDef, workdir: Path) -> None:
 def agents_ready(pbx: PbxDef) -> None:
     """Every agent's phone idle after a start or a restart that cut their calls, except an
     agent already on a call again: the services redial within a second of the restart, and
-    resetting a talking agent's device would show them free (a first long soak did that)."""
+    resetting a talking agent's device would show them free (a first long soak did that).
+
+    A talking agent's device is set again (RINGING, then INUSE): after ``core restart now``
+    app_queue can hold a member as free while its Custom: device, restored from the AstDB,
+    already says INUSE, and setting the same state again tells app_queue nothing (the third
+    30-minute soak: members on an agent-first call were given live callers)."""
     busy = pbx.box.cli("core show channels concise")
     for q in pbx.queues:
         for a in q.agents:
             if f"Local/{a}@soakagents-" not in busy:
                 pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
+            else:
+                pbx.box.cli(f"devstate change Custom:{a} RINGING")
+                pbx.box.cli(f"devstate change Custom:{a} INUSE")
 
 
 def wait_booted(box: Sandbox, within: float = 60.0) -> bool:
