@@ -153,21 +153,25 @@ def start_pbx(pbx: PbxDef, workdir: Path) -> None:
 
 def agents_ready(pbx: PbxDef) -> None:
     """Every agent's phone idle after a start or a restart that cut their calls, except an
-    agent already on a call again: the services redial within a second of the restart, and
-    resetting a talking agent's device would show them free (a first long soak did that).
+    agent already on a call again (the services redial within a second of the restart).
 
-    A talking agent's device is set again (RINGING, then INUSE): after ``core restart now``
-    app_queue can hold a member as free while its Custom: device, restored from the AstDB,
-    already says INUSE, and setting the same state again tells app_queue nothing (the third
-    30-minute soak: members on an agent-first call were given live callers)."""
+    Two passes, because a call can start between looking and resetting: an idle agent is set
+    NOT_INUSE, then every agent on a call by now is set RINGING and INUSE again. A single
+    look-then-reset showed agents on an agent-first callback call as free, and app_queue gave
+    them live callers (the third 30-minute soak: 7 capacity excesses after restarts)."""
+    agents = [a for q in pbx.queues for a in q.agents]
+    for a in agents:
+        if not _on_call(pbx, a, pbx.box.cli("core show channels concise")):
+            pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
     busy = pbx.box.cli("core show channels concise")
-    for q in pbx.queues:
-        for a in q.agents:
-            if f"Local/{a}@soakagents-" not in busy:
-                pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
-            else:
-                pbx.box.cli(f"devstate change Custom:{a} RINGING")
-                pbx.box.cli(f"devstate change Custom:{a} INUSE")
+    for a in agents:
+        if _on_call(pbx, a, busy):
+            pbx.box.cli(f"devstate change Custom:{a} RINGING")
+            pbx.box.cli(f"devstate change Custom:{a} INUSE")
+
+
+def _on_call(pbx: PbxDef, agent: str, channels: str) -> bool:
+    return f"Local/{agent}@soakagents-" in channels
 
 
 def wait_booted(box: Sandbox, within: float = 60.0) -> bool:
