@@ -214,20 +214,28 @@ async def test_sigkill_while_the_customer_talks_to_the_agent_never_calls_them_ag
     The channel is gone, but the kit's mark (set by the agent's whisper gosub) tells the
     restarted service they were connected: recorded so, not rung again, and the mark dropped."""
     await pbx.device("agent2", "UNAVAILABLE")
-    await pbx.set_global("AGENT_TALK", "2")
-    async with service(sandbox, redis_url, tmp_path) as svc:
+    await pbx.set_global("AGENT_TALK", "14")  # from the agent's answer: whisper, then 4 s talk
+    # a reason menu makes the agent hear "callback" (~10 s) after the mark, before AgentConnect
+    whisper = {"reasons": "1:billing=sound:auth-thankyou"}
+    async with service(sandbox, redis_url, tmp_path, queue=whisper) as svc:
         cb_id = await svc.request_callback("2125551506")
         first = f"cb-{cb_id}-a1"
+        mark = REACHED_VAR_PREFIX + cb_id
         async with asyncio.timeout(30):
+            # killed as the agent's whisper gosub sets the mark, 10 s before AgentConnect: the
+            # instance cannot have recorded the connection (killing at AgentConnect raced it)
             await pbx.wait_ami(
-                lambda m: m.get("Event") == "AgentConnect" and m.get("Uniqueid") == first
+                lambda m: (
+                    m.get("Event") == "Newexten"
+                    and m.get("Context") == "callback-whisper"
+                    and f"GLOBAL({mark})" in m.get("AppData", "")
+                )
             )
         svc.kill()
         assert svc.proc is not None and await svc.proc.wait() == -9
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(40):
             await gone(pbx, first)  # the agent hung up after AGENT_TALK: nobody watched
-        mark = REACHED_VAR_PREFIX + cb_id
-        assert await pbx.getvar(mark)  # set while the service was down, still there
+        assert await pbx.getvar(mark)  # set as it died, still there
         await svc.start()
         async with asyncio.timeout(30):
             cb = await settles(svc, cb_id, "connected", "failed")
