@@ -160,18 +160,17 @@ def agents_ready(pbx: PbxDef) -> None:
     look-then-reset showed agents on an agent-first callback call as free, and app_queue gave
     them live callers (the third 30-minute soak: 7 capacity excesses after restarts)."""
     agents = [a for q in pbx.queues for a in q.agents]
-    for a in agents:
-        if not _on_call(pbx, a, pbx.box.cli("core show channels concise")):
-            pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
-    busy = pbx.box.cli("core show channels concise")
-    for a in agents:
-        if _on_call(pbx, a, busy):
-            pbx.box.cli(f"devstate change Custom:{a} RINGING")
-            pbx.box.cli(f"devstate change Custom:{a} INUSE")
+    for a in agents_on_call(pbx, agents, talking=False):
+        pbx.box.cli(f"devstate change Custom:{a} NOT_INUSE")
+    for a in agents_on_call(pbx, agents, talking=True):
+        pbx.box.cli(f"devstate change Custom:{a} RINGING")
+        pbx.box.cli(f"devstate change Custom:{a} INUSE")
 
 
-def _on_call(pbx: PbxDef, agent: str, channels: str) -> bool:
-    return f"Local/{agent}@soakagents-" in channels
+def agents_on_call(pbx: PbxDef, agents: list[str], *, talking: bool) -> list[str]:
+    """The ``agents`` that have (``talking``) or have not a call, from one channel listing."""
+    channels = pbx.box.cli("core show channels concise")
+    return [a for a in agents if (f"Local/{a}@soakagents-" in channels) == talking]
 
 
 def wait_booted(box: Sandbox, within: float = 60.0) -> bool:

@@ -31,6 +31,7 @@ from callback_ari.asterisk.ari import AriClient
 from callback_ari.clock import Clock
 from callback_ari.config.loader import QueueConfig
 from callback_ari.core import outcomes, policy
+from callback_ari.core.backoff import Backoff
 from callback_ari.core.prompts import playback_files
 from callback_ari.core.reasons import parse_reasons, whisper_files
 from callback_ari.core.recordings import is_recording_name
@@ -61,8 +62,8 @@ JOIN_TIMEOUT_S = 5.0  # after continue: the customer's QueueCallerJoin is due wi
 AGENT_TONE_S = 3.0  # agent-first: the outcome tone (1 s in the kit) before the agent hangs up
 RESERVE_MARGIN_S = 10.0  # a reservation outlives the longest attempt by this much
 PREVIOUS_GONE_S = 2.0  # longest wait for a hung-up previous call to be gone before redialling
-RECORD_RETRY_FIRST_S = 0.25  # an outcome not stored (Redis unreachable) is retried after this,
-RECORD_RETRY_MAX_S = 2.0  # doubling up to this, for at most half the lease
+RECORD_RETRY_FIRST_S = 0.25  # an outcome not stored (Redis unreachable) is retried with backoff
+RECORD_RETRY_MAX_S = 2.0  # from this up to this, for at most half the lease
 PROMPT_ALLOWANCE_S = 30.0  # longest "press 1" prompt we wait for before the confirm timer
 RESUMED_CAUSE = "answered/connected-before-restart"  # found in the queue after a crash
 # Once a callback reached an agent, the dialplan kit sets the global CB_REACHED_<CB_ID> to
@@ -148,6 +149,11 @@ class Attempt:
     started: float = field(default_factory=time.monotonic)
     # when Asterisk answered the originate: a channel list taken before may not show the call
     originated: float | None = None
+
+    def ringing(self) -> None:
+        """Asterisk answered the originate: the call exists from now on."""
+        self.originated = time.monotonic()
+        self.state = AttemptState.RINGING
 
     @property
     def holds_member(self) -> bool:
@@ -297,8 +303,7 @@ class AttemptRunner:
                 return Outcome.ERROR, "error/ari-unavailable"
         except AriError as exc:
             return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
-        a.originated = time.monotonic()
-        a.state = AttemptState.RINGING
+        a.ringing()
         answered = await self._await_answer(a)
         if answered is not None:
             return answered
@@ -519,8 +524,7 @@ class AttemptRunner:
             return Outcome.ERROR, "error/duplicate-channel-id"
         except AriError as exc:
             return Outcome.ERROR, f"error/originate-{getattr(exc, 'status', 'failed')}"
-        a.originated = time.monotonic()
-        a.state = AttemptState.RINGING
+        a.ringing()
         try:
             async with asyncio.timeout(agent_first_seconds(q)):
                 while True:
@@ -603,7 +607,7 @@ class AttemptRunner:
         )
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._lease_ms / 2000
-        pause = RECORD_RETRY_FIRST_S
+        backoff = Backoff(base=RECORD_RETRY_FIRST_S, cap=RECORD_RETRY_MAX_S)
         while True:
             try:
                 updated = await self._store.record_outcome(
@@ -616,11 +620,11 @@ class AttemptRunner:
                 )
                 break
             except StoreUnavailable as exc:
+                pause = backoff.next_delay()
                 if loop.time() + pause > give_up:
                     return self._record_failed(a, exc)
                 log.warning("callback.record_retry", callback_id=a.cb.id, error=str(exc))
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, RECORD_RETRY_MAX_S)
             except StoreError as exc:
                 return self._record_failed(a, exc)
         self._metrics.attempts.labels(q.name, outcome.value).inc()
