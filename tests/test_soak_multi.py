@@ -23,7 +23,7 @@ from soak_multi_topology import QueueTiming
 
 from callback_ari.sim.topology import site_from_env
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 async def test_short_multi_pbx_soak_keeps_every_invariant_under_every_fault(
@@ -34,7 +34,7 @@ async def test_short_multi_pbx_soak_keeps_every_invariant_under_every_fault(
         pytest.skip(reason)
     settings = MultiSettings(
         boxes, duration=60.0, rate=1.2, seed=3, faults_per_type=1, patience_mean=8.0,
-        drain_timeout=120.0, sample_interval=2.0, workdir=tmp_path, progress=False,
+        drain_timeout=240.0, sample_interval=2.0, workdir=tmp_path, progress=False,
         timing=QueueTiming(max_attempts=2, retry_interval=2),  # a short drain
     )  # fmt: skip
     report = await run_multi(settings)
